@@ -1,0 +1,5 @@
+import sys
+
+from pkgtool.cli import main
+
+sys.exit(main())

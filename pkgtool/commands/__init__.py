@@ -1,0 +1,1 @@
+"""Command groups; each module exposes register(subparsers) and imports nothing heavy."""

@@ -1,0 +1,1 @@
+"""OCI content: media types, descriptors, the registry client and the layout cache."""
