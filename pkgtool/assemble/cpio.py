@@ -1,0 +1,143 @@
+"""A streaming, deterministic ``newc`` cpio writer (the Linux initramfs format).
+
+Determinism: entries come in :meth:`Tree.walk` order (depth-first, bytewise-sorted names),
+inode numbers are assigned 1, 2, … in that order (hard links share the number of the
+first path), every mtime is the one given (``SOURCE_DATE_EPOCH``), and the "device of the
+containing filesystem" fields are 0.  Hard links follow GNU cpio's newc convention: every
+link carries the group's nlink, and only the last one carries the data; the kernel's
+unpacker and ``cpio -i`` both accept it.  There is no entry for the root directory (the
+kernel's rootfs already exists).
+
+Compression wrappers (:func:`compressor`) pin their parameters too: gzip with mtime 0 and no
+file name, zstd with a fixed level and worker count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import stat
+from collections.abc import Iterator
+from typing import IO
+
+from pkgtool.assemble.tree import Inode, Kind, Tree
+from pkgtool.errors import PkgtoolError, UsageError
+
+MAGIC = b"070701"
+TRAILER = "TRAILER!!!"
+_MAX_FIELD = 0xFFFFFFFF
+
+TYPE_BITS = {
+    Kind.FILE: stat.S_IFREG,
+    Kind.DIR: stat.S_IFDIR,
+    Kind.SYMLINK: stat.S_IFLNK,
+    Kind.CHAR: stat.S_IFCHR,
+    Kind.BLOCK: stat.S_IFBLK,
+    Kind.FIFO: stat.S_IFIFO,
+}
+
+
+def source_date_epoch(default: int = 0) -> int:
+    """``$SOURCE_DATE_EPOCH`` as an int (the reproducible-builds convention), else ``default``."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def symlink_safe_mode(inode: Inode) -> int:
+    """Permission bits to write; symlinks always 0777 (Linux ignores them, layers disagree)."""
+    return 0o777 if inode.kind is Kind.SYMLINK else inode.mode & 0o7777
+
+
+def _pad(n: int) -> bytes:
+    return b"\x00" * (-n % 4)
+
+
+def header(*, name: bytes, ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int,
+           size: int, rdevmajor: int = 0, rdevminor: int = 0) -> bytes:
+    """One newc header plus the NUL-terminated, padded name."""
+    fields = (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdevmajor, rdevminor, len(name) + 1, 0)
+    for value in fields:
+        if not 0 <= value <= _MAX_FIELD:
+            raise PkgtoolError(f"cpio: {name.decode('utf-8', 'replace')}: value {value} does not fit the newc format")
+    out = MAGIC + b"".join(b"%08X" % v for v in fields) + name + b"\x00"
+    return out + _pad(len(out))
+
+
+def write_cpio(tree: Tree, out: IO[bytes], *, mtime: int) -> int:
+    """Write ``tree`` as a newc archive to ``out``; returns the number of bytes written."""
+    written = 0
+    numbers: dict[int, int] = {}  # id(inode) -> inode number
+    remaining: dict[int, int] = {}  # links of a group still to come
+    for path, inode, nlink in tree.walk():
+        key = id(inode)
+        if key not in numbers:
+            numbers[key] = len(numbers) + 1
+            remaining[key] = nlink
+        remaining[key] -= 1
+        # Hard-linked files: data only with the last link (GNU cpio's newc convention).
+        with_data = inode.kind is not Kind.FILE or remaining[key] == 0
+        for chunk in _entry(path, inode, nlink, numbers[key], mtime, with_data):
+            out.write(chunk)
+            written += len(chunk)
+    trailer = header(name=TRAILER.encode(), ino=0, mode=0, uid=0, gid=0, nlink=1, mtime=0, size=0)
+    out.write(trailer)
+    return written + len(trailer)
+
+
+def _entry(path: str, inode: Inode, nlink: int, ino: int, mtime: int, with_data: bool) -> Iterator[bytes]:
+    name = path.encode("utf-8", "surrogateescape")
+    mode = TYPE_BITS[inode.kind] | symlink_safe_mode(inode)
+    if inode.kind is Kind.SYMLINK:
+        data = inode.linkname.encode("utf-8", "surrogateescape")
+        yield header(name=name, ino=ino, mode=mode, uid=inode.uid, gid=inode.gid, nlink=nlink, mtime=mtime, size=len(data))
+        yield data + _pad(len(data))
+        return
+    size = inode.size if with_data and inode.kind is Kind.FILE else 0
+    devices = (inode.devmajor, inode.devminor) if inode.kind in (Kind.CHAR, Kind.BLOCK) else (0, 0)
+    yield header(name=name, ino=ino, mode=mode, uid=inode.uid, gid=inode.gid, nlink=nlink, mtime=mtime,
+                 size=size, rdevmajor=devices[0], rdevminor=devices[1])
+    if size:
+        assert inode.content is not None
+        seen = 0
+        for chunk in inode.content.chunks():
+            seen += len(chunk)
+            yield chunk
+        if seen != size:
+            raise PkgtoolError(f"cpio: {path}: expected {size} bytes of content, got {seen}")
+        yield _pad(size)
+
+
+@contextlib.contextmanager
+def compressor(out: IO[bytes], kind: str = "gzip", *, level: int | None = None, threads: int = 0) -> Iterator[IO[bytes]]:
+    """A writable stream compressing into ``out`` (which stays open); ``kind``: gzip, zstd, none.
+
+    gzip: level 9 by default, header mtime 0 and no file name (``GzipFile`` would otherwise
+    record the output's name and the current time).  zstd: level 19 by default; ``threads``
+    is passed as zstd's worker count, and its output is identical for any count >= 1 but
+    differs from 0 (single-threaded), so callers must keep that choice fixed per format.
+    """
+    if kind == "none":
+        yield out
+        return
+    if kind == "gzip":
+        gz = gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9 if level is None else level)
+        try:
+            yield gz  # type: ignore[misc]
+        finally:
+            gz.close()
+        return
+    if kind == "zstd":
+        import zstandard
+
+        writer = zstandard.ZstdCompressor(level=19 if level is None else level, threads=threads).stream_writer(out, closefd=False)
+        try:
+            yield writer
+        finally:
+            writer.close()  # type: ignore[no-untyped-call]
+        return
+    raise UsageError(f"unknown compression {kind!r} (gzip, zstd or none)")

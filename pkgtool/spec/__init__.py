@@ -1,0 +1,1 @@
+"""Models for build.yml and image YAML files."""
