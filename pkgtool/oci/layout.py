@@ -1,0 +1,732 @@
+"""The local content store: an OCI image-layout directory that many processes share.
+
+On disk it is a plain OCI image layout (image-spec ``image-layout.md``), stored directly at
+the cache root so other tools read it as is (``skopeo inspect oci:ROOT:REF``,
+``umoci ls --layout ROOT``)::
+
+    ROOT/oci-layout          {"imageLayoutVersion": "1.0.0"}
+    ROOT/index.json          one manifest entry per ref, named by the annotation
+                             org.opencontainers.image.ref.name
+    ROOT/blobs/sha256/<hex>  content, named by its sha256
+    ROOT/index.json.lock     flock target; serialises index.json read-modify-write and gc
+
+Why it cannot be corrupted by concurrent pkgtool processes (LinuxKit's cache was):
+
+* A blob is written to a temp file in ``blobs/sha256`` (same directory, so the rename
+  cannot cross file systems), hashed while written, verified, fsynced and then renamed
+  onto its name.  Readers see the old state or the whole blob, never a part.  Two
+  processes writing the same blob both rename identical bytes onto the same name: both
+  succeed.
+* ``index.json`` is only changed inside an exclusive ``flock`` on ``index.json.lock``, as a
+  read-modify-write, and is replaced by renaming a complete temp file over it.  Readers
+  need no lock.
+* ``gc`` holds the lock exclusively and only deletes blobs that are unreachable *and*
+  older than a grace period.  Publishing a blob (the rename, or refreshing the mtime of a
+  blob that is already there) holds it shared, so gc never deletes a blob an ingest has
+  just claimed, and a process that has ingested blobs but not tagged them yet keeps
+  them for the grace period.  ``tag`` checks under the lock that the tagged blob exists,
+  so a lost race is an error, never a dangling ref.
+
+Naming: refs are stored as given, e.g. ``127.0.0.1:5000/org/img:tag``.  skopeo and umoci
+split ``oci:DIR:REF`` at the *first* colon, so such refs work as long as DIR itself has no
+colon (``skopeo inspect oci:/var/cache/pkgtool:127.0.0.1:5000/org/img:tag``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pkgtool.errors import CacheError, DigestMismatchError, PkgtoolError
+from pkgtool.oci import mediatypes
+from pkgtool.oci.descriptor import Descriptor, check_digest
+
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+LAYOUT_VERSION = "1.0.0"
+LOCK_NAME = "index.json.lock"
+# Every temp file pkgtool creates inside the layout starts with this, so gc and the
+# "is this directory ours?" check can recognise them.
+TEMP_PREFIX = ".pkgtool-tmp-"
+# Blobs younger than this are never collected: another process may have just ingested
+# them and not tagged them yet.  A pull of a big image takes well under this.
+DEFAULT_GC_GRACE_SECONDS = 600.0
+# Temp files this old belong to a process that died mid-write.
+STALE_TEMP_SECONDS = 24 * 3600.0
+MAX_REF_NAME = 1024
+# Manifests and indexes are parsed while walking; a huge "manifest" is not one.
+MAX_MANIFEST_BYTES = mediatypes.MAX_MANIFEST_BYTES
+
+_HEX_RE = re.compile(r"^[a-f0-9]{64}$")
+_CHUNK = 1024 * 1024
+# Layers a registry may legitimately never serve (Windows base layers); missing is fine.
+_OPTIONAL_MEDIA_MARKERS = ("foreign", "nondistributable")
+
+
+class Layout:
+    """An OCI image layout at ``root``, safe to share between processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs" / "sha256"
+        self.index_path = self.root / "index.json"
+        self.layout_path = self.root / "oci-layout"
+        self.lock_path = self.root / LOCK_NAME
+
+    def __repr__(self) -> str:
+        return f"Layout({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ setup
+
+    def exists(self) -> bool:
+        """True if ``root`` holds an OCI layout (its ``oci-layout`` file)."""
+        return self.layout_path.is_file()
+
+    def ensure(self) -> None:
+        """Create the layout if needed; idempotent and safe to race with other processes."""
+        try:
+            self._refuse_foreign_directory()
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not self.layout_path.exists():
+                marker = json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode()
+                _atomic_write(self.layout_path, marker)
+            self._check_layout_version()
+            self.blobs_dir.mkdir(parents=True, exist_ok=True)
+            if not self.index_path.exists():
+                with self._locked():
+                    if not self.index_path.exists():
+                        self._write_index(_empty_index())
+        except OSError as exc:
+            raise CacheError(f"cannot create cache at {self.root}: {_os_reason(exc)}") from None
+
+    def _refuse_foreign_directory(self) -> None:
+        # `--cache-dir ~` must not sprinkle oci-layout and blobs/ into someone's home.
+        if not self.root.is_dir() or self.layout_path.exists():
+            return
+        ours = {"oci-layout", "index.json", "blobs", LOCK_NAME}
+        foreign = [
+            p.name for p in self.root.iterdir()
+            if p.name not in ours and not p.name.startswith(TEMP_PREFIX)
+        ]
+        if foreign:
+            raise CacheError(
+                f"{self.root} is not empty and not an OCI layout (found {sorted(foreign)[0]!r}); "
+                "choose another --cache-dir"
+            )
+
+    def _check_layout_version(self) -> None:
+        try:
+            marker = json.loads(self.layout_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"{self.layout_path}: unreadable oci-layout file ({exc})") from None
+        if not isinstance(marker, dict) or marker.get("imageLayoutVersion") != LAYOUT_VERSION:
+            raise CacheError(
+                f"{self.layout_path}: unsupported imageLayoutVersion "
+                f"{marker.get('imageLayoutVersion') if isinstance(marker, dict) else marker!r}"
+            )
+
+    # ------------------------------------------------------------------ blobs
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the blob named ``digest`` lives.  Only ``sha256:<64 hex>`` is accepted,
+        so a hostile digest string can never name a path outside ``blobs/sha256``."""
+        try:
+            check_digest(digest)
+        except PkgtoolError as exc:
+            raise CacheError(str(exc)) from None
+        return self.blobs_dir / digest.removeprefix("sha256:")
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def write_blob(self, data: bytes, *, expected_digest: str | None = None) -> str:
+        """Store ``data``; returns its digest.  A given ``expected_digest`` must match."""
+        return self._store([data], expected_digest=expected_digest, expected_size=len(data))
+
+    def ingest(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expected_digest: str,
+        expected_size: int | None = None,
+    ) -> Path:
+        """Stream ``chunks`` into the blob ``expected_digest`` and return its path.
+
+        The content is hashed while written and only renamed into place once digest (and
+        size, if given) match; on a mismatch :class:`DigestMismatchError` is raised and
+        nothing is left behind.  More than ``expected_size`` bytes aborts early, so a
+        hostile stream cannot fill the disk.
+        """
+        self._store(chunks, expected_digest=expected_digest, expected_size=expected_size)
+        return self.blob_path(expected_digest)
+
+    def ingest_file(self, path: Path, *, expected_digest: str | None = None) -> str:
+        """Copy the file at ``path`` in as a blob; returns its digest.
+
+        A copy, not a hardlink: a later edit of the source must not change a blob.
+        """
+        try:
+            with open(path, "rb") as src:
+                return self._store(_read_chunks(src), expected_digest=expected_digest,
+                                   expected_size=None)
+        except FileNotFoundError:
+            raise CacheError(f"cannot ingest {path}: no such file") from None
+        except IsADirectoryError:
+            raise CacheError(f"cannot ingest {path}: is a directory") from None
+
+    def _store(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expected_digest: str | None,
+        expected_size: int | None,
+    ) -> str:
+        if expected_digest is not None and self._claim_existing(expected_digest):
+            # Verified when it was written; the fresh mtime protects it from a gc that
+            # runs before our caller tags it.
+            return expected_digest
+        if expected_size is not None and expected_size < 0:
+            raise CacheError(f"invalid expected size {expected_size}")
+        self._require_blobs_dir()
+        fd, tmp_name = _mkstemp(self.blobs_dir)
+        tmp = Path(tmp_name)
+        try:
+            hasher = hashlib.sha256()
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if expected_size is not None and size > expected_size:
+                        raise DigestMismatchError(
+                            f"blob {expected_digest or '(unnamed)'}: more than the expected "
+                            f"{expected_size} bytes"
+                        )
+                    hasher.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                # Blobs are read by other users' tools too (skopeo, umoci); mkstemp gives 0600.
+                os.fchmod(out.fileno(), 0o644)
+                os.fsync(out.fileno())
+            digest = "sha256:" + hasher.hexdigest()
+            if expected_size is not None and size != expected_size:
+                raise DigestMismatchError(
+                    f"blob {expected_digest or digest}: got {size} bytes, expected {expected_size}"
+                )
+            if expected_digest is not None and digest != expected_digest:
+                raise DigestMismatchError(
+                    f"blob {expected_digest}: content hashes to {digest}"
+                )
+            self._publish(tmp, digest)
+            return digest
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def _claim_existing(self, digest: str) -> bool:
+        """If the blob is present, refresh its mtime and say so.
+
+        Under the shared lock: gc holds it exclusively from its first stat to its last
+        unlink, so it can never delete a blob between our check and our touch.
+        """
+        path = self.blob_path(digest)
+        with self._locked(shared=True):
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                return False
+            except PermissionError:
+                pass  # someone else's blob in a shared cache: present is what matters
+            return True
+
+    def _publish(self, tmp: Path, digest: str) -> None:
+        """Move a verified temp file onto its blob name (or drop it if already there).
+
+        Under the shared lock for the same reason as :meth:`_claim_existing`: renaming a
+        fresh file over an old one that gc has already decided to unlink would lose it.
+        Writers only share the lock, so they never wait for each other here.
+        """
+        with self._locked(shared=True):
+            target = self.blob_path(digest)
+            try:
+                os.utime(target)
+            except FileNotFoundError:
+                # Same-content renames are harmless: concurrent writers of one blob both win.
+                os.replace(tmp, target)
+                _fsync_dir(self.blobs_dir)
+            except PermissionError:
+                pass
+            tmp.unlink(missing_ok=True)
+
+    def _require_blobs_dir(self) -> None:
+        if not self.blobs_dir.is_dir():
+            raise CacheError(f"no OCI layout at {self.root} (blobs/sha256 missing)")
+
+    def read_blob(self, digest: str, *, max_size: int | None = None) -> bytes:
+        """The blob's bytes, verified against its name (a corrupt blob is a CacheError)."""
+        path = self.blob_path(digest)
+        try:
+            with open(path, "rb") as f:
+                if max_size is not None:
+                    size = os.fstat(f.fileno()).st_size
+                    if size > max_size:
+                        raise CacheError(f"blob {digest} in {self.root} is {size} bytes, over {max_size}")
+                data = f.read()
+        except FileNotFoundError:
+            raise CacheError(f"blob {digest} is not in the cache at {self.root}") from None
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise CacheError(f"corrupt blob {path}: content hashes to {actual}")
+        return data
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """A reader for the blob that verifies its digest when it reaches the end.
+
+        Raises :class:`CacheError` from ``read`` at EOF if the content does not match, so
+        a consumer that reads to the end never silently accepts a corrupt blob.
+        """
+        path = self.blob_path(digest)
+        try:
+            raw = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
+        except FileNotFoundError:
+            raise CacheError(f"blob {digest} is not in the cache at {self.root}") from None
+        return io.BufferedReader(_VerifyingReader(raw, digest=digest, path=path))
+
+    def iter_blobs(self) -> Iterator[tuple[str, int]]:
+        """(digest, size on disk) of every complete blob; temp files and strays skipped."""
+        try:
+            entries = list(os.scandir(self.blobs_dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if not _HEX_RE.match(entry.name):
+                continue
+            try:
+                yield "sha256:" + entry.name, entry.stat().st_size
+            except FileNotFoundError:
+                continue  # collected meanwhile
+
+    # ------------------------------------------------------------------ index.json
+
+    def read_index(self) -> dict[str, Any]:
+        """The parsed ``index.json`` (an empty index if there is none yet).
+
+        No lock needed: it is only ever replaced by rename, so this sees a whole file.
+        """
+        try:
+            raw = self.index_path.read_bytes()
+        except FileNotFoundError:
+            return _empty_index()
+        except OSError as exc:
+            raise CacheError(f"cannot read {self.index_path}: {_os_reason(exc)}") from None
+        try:
+            index = json.loads(raw)
+        except ValueError as exc:
+            raise CacheError(f"corrupt {self.index_path}: not valid JSON ({exc})") from None
+        if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
+            raise CacheError(f"corrupt {self.index_path}: expected an object with a 'manifests' list")
+        index.setdefault("manifests", [])
+        for entry in index["manifests"]:
+            if not isinstance(entry, dict):
+                raise CacheError(f"corrupt {self.index_path}: a manifests entry is not an object")
+        return index
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        # Pretty and sorted: humans read this file when debugging the cache.
+        data = json.dumps(index, indent=2, sort_keys=True).encode() + b"\n"
+        _atomic_write(self.index_path, data)
+
+    def _update_index(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Read-modify-write ``index.json`` under the exclusive lock."""
+        with self._locked():
+            index = self.read_index()
+            change(index)
+            self._write_index(index)
+
+    @contextlib.contextmanager
+    def _locked(self, *, shared: bool = False) -> Iterator[None]:
+        """flock on ``index.json.lock``: exclusive for index changes and gc, shared for
+        publishing blobs.  One fd per use: flock belongs to the open file description,
+        so threads and processes exclude each other alike (and uses must not nest)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            raise CacheError(f"no OCI layout at {self.root}") from None
+        except OSError as exc:
+            raise CacheError(f"cannot open lock {self.lock_path}: {_os_reason(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the last fd releases the flock
+
+    # ------------------------------------------------------------------ refs
+
+    def tag(self, name: str, descriptor: Descriptor) -> None:
+        """Point ref ``name`` at ``descriptor`` (replacing any entry with that name).
+
+        The descriptor's blob must be in the cache: checked under the lock, so a
+        concurrent gc can never leave a ref to nothing.
+        """
+        _check_ref_name(name)
+        entry = descriptor.to_json()
+        annotations = dict(entry.get("annotations") or {})
+        annotations[REF_NAME_ANNOTATION] = name
+        entry["annotations"] = dict(sorted(annotations.items()))
+
+        def change(index: dict[str, Any]) -> None:
+            if not self.has_blob(descriptor.digest):
+                raise CacheError(f"cannot tag {name}: blob {descriptor.digest} is not in the cache")
+            index["manifests"] = [e for e in index["manifests"] if _entry_name(e) != name]
+            index["manifests"].append(entry)
+            index["manifests"].sort(key=lambda e: _entry_name(e) or "")
+
+        self._update_index(change)
+
+    def resolve(self, name: str) -> Descriptor | None:
+        for ref, descriptor in self.list_refs():
+            if ref == name:
+                return descriptor
+        return None
+
+    def untag(self, name: str) -> bool:
+        """Remove ref ``name``; False if it was not there.  Blobs stay until :meth:`gc`."""
+        removed = False
+
+        def change(index: dict[str, Any]) -> None:
+            nonlocal removed
+            kept = [e for e in index["manifests"] if _entry_name(e) != name]
+            removed = len(kept) != len(index["manifests"])
+            index["manifests"] = kept
+
+        self._update_index(change)
+        return removed
+
+    def list_refs(self) -> list[tuple[str, Descriptor]]:
+        """Named refs, sorted by name; entries without a ref name are skipped."""
+        refs: list[tuple[str, Descriptor]] = []
+        for entry in self.read_index()["manifests"]:
+            name = _entry_name(entry)
+            if name is None:
+                continue
+            refs.append((name, self._entry_descriptor(entry)))
+        refs.sort(key=lambda item: item[0])
+        return refs
+
+    def _entry_descriptor(self, entry: dict[str, Any]) -> Descriptor:
+        try:
+            descriptor = Descriptor.from_json(entry)
+        except PkgtoolError as exc:
+            raise CacheError(f"corrupt {self.index_path}: {exc}") from None
+        # Callers get back what they tagged: the ref name is the index's bookkeeping.
+        annotations = {k: v for k, v in (descriptor.annotations or {}).items()
+                       if k != REF_NAME_ANNOTATION}
+        return Descriptor(
+            media_type=descriptor.media_type,
+            digest=descriptor.digest,
+            size=descriptor.size,
+            annotations=annotations or None,
+            platform=descriptor.platform,
+            artifact_type=descriptor.artifact_type,
+        )
+
+    def _root_descriptors(self) -> list[Descriptor]:
+        """Every entry of index.json, named or not: all of them keep their blobs alive."""
+        return [self._entry_descriptor(e) for e in self.read_index()["manifests"]]
+
+    # ------------------------------------------------------------------ graph walks
+
+    def children(self, descriptor: Descriptor) -> list[Descriptor]:
+        """Descriptors a manifest or index blob refers to (config, layers, manifests).
+
+        ``subject`` is deliberately not followed: a signature does not own its image.
+        """
+        if descriptor.media_type not in mediatypes.ALL_MANIFEST_TYPES:
+            return []
+        doc = self._parse_manifest(descriptor)
+        raw: list[Any] = []
+        if descriptor.media_type in mediatypes.INDEX_TYPES:
+            raw = list(doc.get("manifests") or [])
+        else:
+            if "config" in doc:
+                raw.append(doc["config"])
+            raw.extend(doc.get("layers") or [])
+        try:
+            return [Descriptor.from_json(item) for item in raw]
+        except PkgtoolError as exc:
+            raise CacheError(f"corrupt manifest {descriptor.digest} in {self.root}: {exc}") from None
+
+    def _parse_manifest(self, descriptor: Descriptor) -> dict[str, Any]:
+        data = self.read_blob(descriptor.digest, max_size=MAX_MANIFEST_BYTES)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise CacheError(f"corrupt manifest {descriptor.digest} in {self.root}: not a JSON object")
+        return doc
+
+    def _walk(self, roots: Iterable[Descriptor], visit: Callable[[Descriptor], bool]) -> None:
+        """Depth-first over the content graph, each digest once (so a self-referencing
+        index terminates).  ``visit`` returns False to stop descending below a node."""
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            descriptor = stack.pop()
+            if descriptor.digest in seen:
+                continue
+            seen.add(descriptor.digest)
+            if visit(descriptor):
+                stack.extend(self.children(descriptor))
+
+    def reachable(self, roots: Iterable[Descriptor] | None = None) -> set[str]:
+        """Digests reachable from ``roots`` (default: everything in index.json)."""
+        found: set[str] = set()
+
+        def visit(descriptor: Descriptor) -> bool:
+            found.add(descriptor.digest)
+            return self.has_blob(descriptor.digest)
+
+        self._walk(self._root_descriptors() if roots is None else roots, visit)
+        return found
+
+    def size_of(self, descriptor: Descriptor) -> int:
+        """Bytes on disk of every blob reachable from ``descriptor``, each counted once."""
+        total = 0
+
+        def visit(d: Descriptor) -> bool:
+            nonlocal total
+            try:
+                total += self.blob_path(d.digest).stat().st_size
+            except FileNotFoundError:
+                return False
+            return True
+
+        self._walk([descriptor], visit)
+        return total
+
+    def verify(self) -> list[str]:
+        """Every problem in the cache, one line each; empty means healthy.
+
+        Checks every blob's content against its name, then walks from index.json and
+        reports referenced blobs that are missing, unparsable or of the wrong size.
+        """
+        problems: list[str] = []
+        corrupt: set[str] = set()
+        for digest, _size in self.iter_blobs():
+            try:
+                self._hash_file(digest)
+            except CacheError as exc:
+                corrupt.add(digest)
+                problems.append(str(exc))
+        try:
+            roots = self._root_descriptors()
+        except CacheError as exc:
+            return [*problems, str(exc)]
+
+        def visit(descriptor: Descriptor) -> bool:
+            path = self.blob_path(descriptor.digest)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                if not any(m in descriptor.media_type for m in _OPTIONAL_MEDIA_MARKERS):
+                    problems.append(f"missing blob {descriptor.digest} ({descriptor.media_type})")
+                return False
+            if descriptor.digest in corrupt:
+                return False
+            if size != descriptor.size:
+                problems.append(
+                    f"blob {descriptor.digest}: {size} bytes on disk, descriptor says {descriptor.size}"
+                )
+            try:
+                self.children(descriptor)
+            except CacheError as exc:
+                problems.append(str(exc))
+                return False
+            return True
+
+        self._walk(roots, visit)
+        return problems
+
+    def _hash_file(self, digest: str) -> None:
+        path = self.blob_path(digest)
+        hasher = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in _read_chunks(f):
+                hasher.update(chunk)
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != digest:
+            raise CacheError(f"corrupt blob {path}: content hashes to {actual}")
+
+    # ------------------------------------------------------------------ cleanup
+
+    def gc(self, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> tuple[int, int]:
+        """Delete blobs unreachable from index.json; returns (blobs removed, bytes freed).
+
+        Runs under the index lock, so no tag can appear mid-way.  Blobs modified within
+        ``grace_seconds`` are kept (another process may be about to tag them), and so are
+        temp files of in-flight ingests unless they are a day old.  A manifest that cannot
+        be read stops the gc: its children are unknown, so nothing is safe to delete.
+        """
+        if not self.exists():
+            return 0, 0
+        with self._locked():
+            try:
+                keep = self.reachable()
+            except CacheError as exc:
+                raise CacheError(f"gc stopped, nothing deleted: {exc}") from None
+            now = time.time()
+            removed = freed = 0
+            try:
+                entries = list(os.scandir(self.blobs_dir))
+            except FileNotFoundError:
+                return 0, 0
+            # Leftovers of an index.json write that died before its rename.
+            entries += [e for e in os.scandir(self.root) if e.name.startswith(TEMP_PREFIX)]
+            for entry in entries:
+                is_blob = _HEX_RE.match(entry.name) is not None
+                if is_blob and "sha256:" + entry.name in keep:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                age = now - st.st_mtime
+                if is_blob and age < grace_seconds:
+                    continue
+                if not is_blob and not (entry.name.startswith(TEMP_PREFIX) and age > STALE_TEMP_SECONDS):
+                    continue  # not ours (or still being written): leave it alone
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+                    freed += st.st_size
+            return removed, freed
+
+    def clear(self) -> tuple[int, int]:
+        """Remove every ref and every blob; returns (blobs removed, bytes freed).
+
+        In-flight temp files are left to their writers: their rename still succeeds and
+        gc collects the result later.
+        """
+        if not self.exists():
+            return 0, 0
+        with self._locked():
+            removed = freed = 0
+            for digest, size in list(self.iter_blobs()):
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+                    removed += 1
+                    freed += size
+            self._write_index(_empty_index())
+            return removed, freed
+
+    def disk_usage(self) -> int:
+        """Bytes of all complete blobs (shared blobs counted once)."""
+        return sum(size for _digest, size in self.iter_blobs())
+
+
+class _VerifyingReader(io.RawIOBase):
+    """Hashes what passes through and checks it against the blob's name at EOF."""
+
+    def __init__(self, raw: Any, *, digest: str, path: Path) -> None:
+        super().__init__()
+        self._raw = raw
+        self._digest = digest
+        self._path = path
+        self._hasher = hashlib.sha256()
+        self._checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n: int = self._raw.readinto(buffer)
+        if n:
+            self._hasher.update(memoryview(buffer)[:n])
+        elif not self._checked:
+            self._checked = True
+            actual = "sha256:" + self._hasher.hexdigest()
+            if actual != self._digest:
+                raise CacheError(f"corrupt blob {self._path}: content hashes to {actual}")
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _empty_index() -> dict[str, Any]:
+    return {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
+
+
+def _entry_name(entry: dict[str, Any]) -> str | None:
+    annotations = entry.get("annotations")
+    if isinstance(annotations, dict):
+        name = annotations.get(REF_NAME_ANNOTATION)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _check_ref_name(name: str) -> None:
+    # Names are free-form for OCI, but whitespace and control characters would make
+    # `cache ls` output ambiguous and are never part of an image reference.
+    if not name or len(name) > MAX_REF_NAME or any(c.isspace() or ord(c) < 32 for c in name):
+        raise CacheError(f"invalid ref name {name!r}")
+
+
+def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
+    while chunk := f.read(_CHUNK):
+        yield chunk
+
+
+def _mkstemp(directory: Path) -> tuple[int, str]:
+    name = directory / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return fd, str(name)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` so readers see the old or the new content, never a mix."""
+    fd, tmp = _mkstemp(path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fchmod(out.fileno(), 0o644)
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; some file systems refuse to fsync a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
