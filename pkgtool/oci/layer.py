@@ -1,0 +1,623 @@
+"""Reproducible layer tars and their deterministic compression.
+
+A builder's layer tar carries noise that changes on every build while the file system it
+describes stays the same: entry order (directory walk order), mtimes of files the build
+touched, owner *names* from the build host, pax ``atime``/``ctime`` records, and a gzip
+header with a wall-clock time.  :func:`normalize_layer` rewrites a layer so that only the
+meaning is left, and :class:`DeterministicCompressor` compresses it with fixed parameters,
+so that equal file systems give equal layer digests.
+
+The normalized tar:
+
+* **Order**: entries sorted by path *component-wise* (bytewise within a component), so
+  parents come before children and ``a``, ``a/x``, ``a-b`` sort depth-first the way
+  BuildKit walks trees.  Whiteouts (``.wh.NAME``) and opaque markers (``.wh..wh..opq``)
+  are ordinary entries here: the image spec makes them apply to *lower* layers only, so
+  their position inside a layer carries no meaning and sorting them is safe.
+* **Paths**: relative, ``./`` prefixes and empty components removed; absolute paths and
+  ``..`` components are refused (:class:`LayerError`).  The root entry itself is dropped:
+  runtimes never apply it.  If a path occurs twice, the later entry wins (tar semantics).
+* **Metadata**: mtime clamped to ``[0, SOURCE_DATE_EPOCH]`` (newer entries get the epoch,
+  older ones keep theirs: they came from the inputs); numeric uid/gid kept, user and
+  group *names* dropped (they come from the build host's passwd); permission bits incl.
+  setuid/setgid/sticky kept; device numbers kept for device nodes.
+* **Pax records**: only extended attributes survive (``SCHILY.xattr.*``, with
+  libarchive's ``LIBARCHIVE.xattr.*`` converted), sorted by name, because capabilities
+  such as ``security.capability`` change what a binary may do.  Path, linkpath and size
+  records are re-created by the writer when a value needs them; atime/ctime/mtime
+  records, comments and host-specific records are dropped.
+* **Hard links**: a link group's data is held by the member that sorts *first* and every
+  other member (including the original target) becomes a link to it, with the holder's
+  metadata, so extractors always see the target before the link whatever order the
+  builder used.  A link to a path outside the layer is refused.
+* **Format**: POSIX.1-2001 pax (``tarfile.PAX_FORMAT``).  GNU format cannot carry
+  extended attributes in Python's writer and encodes long names in non-standard
+  ``././@LongLink`` entries; pax is what the OCI image spec and Docker/BuildKit emit.
+  Python names its pax headers ``././@PaxHeader`` with mode 0 and mtime 0, so the
+  headers are stable too.
+
+Compression (the layer digest is over these bytes):
+
+* **gzip**: level :data:`GZIP_LEVEL`, 10-byte header with mtime 0, no file name, OS 255.
+  The stream is compressed in independent :data:`GZIP_BLOCK_SIZE` blocks (each primed
+  with the previous 32 KiB as a dictionary, like pigz) on a thread pool, so large layers
+  use every core.  Each block's bytes depend only on its input and the fixed parameters,
+  never on the number of threads, so the output is identical on a 1-core and a 64-core
+  machine.  It does depend on the zlib implementation (zlib 1.2/1.3 agree; zlib-ng does
+  not), which is why the exact bytes are pinned by the unit tests.
+* **zstd**: level :data:`ZSTD_LEVEL` with a checksum and without a content size, always
+  in zstd's multi-threaded mode.  zstd's multi-threaded output is identical for any
+  worker count >= 1 but differs from single-threaded (``threads=0``) output, so we never
+  use 0 (probed with zstd 1.5: 1, 2, 4 and 8 workers give identical bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
+import io
+import os
+import struct
+import tarfile
+import tempfile
+import urllib.parse
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol, cast
+
+from pkgtool.errors import PkgtoolError
+
+Compression = Literal["gzip", "zstd"]
+
+TAR_FORMAT = tarfile.PAX_FORMAT
+GZIP_LEVEL = 6
+GZIP_BLOCK_SIZE = 1024 * 1024
+ZSTD_LEVEL = 3
+# Deflate's window: priming each block with this much of the previous one keeps the ratio
+# within a fraction of a percent of a single-stream gzip.
+_DEFLATE_WINDOW = 32 * 1024
+_GZIP_HEADER = b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_CHUNK = 1024 * 1024
+
+_XATTR_PREFIX = "SCHILY.xattr."
+_LIBARCHIVE_XATTR_PREFIX = "LIBARCHIVE.xattr."
+_EXTENSION_TYPES = frozenset({
+    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+})
+_MAX_LINK_HOPS = 64
+
+
+class LayerError(PkgtoolError):
+    """A layer tar is malformed, hostile or over a size bound."""
+
+
+@dataclass(frozen=True)
+class LayerLimits:
+    """Bounds for untrusted layer input (defaults fit any real root file system)."""
+
+    max_bytes: int = 64 * 1024**3  # uncompressed tar
+    max_entries: int = 2_000_000
+    max_path_bytes: int = 4096  # PATH_MAX
+    max_header_extension: int = 1024 * 1024  # one pax / GNU long-name record block
+    max_xattr_bytes: int = 256 * 1024  # all extended attributes of one entry
+
+
+DEFAULT_LIMITS = LayerLimits()
+
+
+@dataclass(frozen=True)
+class NormalizedLayer:
+    diff_id: str  # sha256 of the normalized, uncompressed tar
+    size: int  # bytes of the normalized, uncompressed tar
+    entries: int  # 0 means the layer changes nothing
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+class HashingWriter:
+    """Passes writes through to ``inner`` while hashing and counting them."""
+
+    def __init__(self, inner: _Writable | None = None) -> None:
+        self.inner = inner
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._sha.update(data)
+        self.size += len(data)
+        if self.inner is not None:
+            self.inner.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._sha.hexdigest()
+
+
+# --------------------------------------------------------------------------- compression
+
+
+def _deflate_block(block: bytes, dictionary: bytes, level: int, final: bool) -> bytes:
+    if dictionary:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=dictionary)
+    else:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    # A sync flush ends a non-final block on a byte boundary without setting BFINAL, so
+    # the raw deflate streams of all blocks concatenate into one valid stream.
+    return comp.compress(block) + comp.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+class _GzipWriter:
+    """Block-parallel deterministic gzip (see the module docstring)."""
+
+    def __init__(self, out: _Writable, *, level: int, workers: int) -> None:
+        self._out = out
+        self._level = level
+        self._buffer = bytearray()
+        self._crc = 0
+        self._size = 0
+        self._dictionary = b""
+        self._workers = workers
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 else None
+        self._pending: collections.deque[concurrent.futures.Future[bytes]] = collections.deque()
+        out.write(_GZIP_HEADER)
+
+    def write(self, data: bytes, /) -> int:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        self._buffer += data
+        # Strictly more than a block: the last block is always compressed with Z_FINISH.
+        while len(self._buffer) > GZIP_BLOCK_SIZE:
+            block = bytes(self._buffer[:GZIP_BLOCK_SIZE])
+            del self._buffer[:GZIP_BLOCK_SIZE]
+            self._submit(block, final=False)
+        return len(data)
+
+    def _submit(self, block: bytes, *, final: bool) -> None:
+        dictionary, self._dictionary = self._dictionary, block[-_DEFLATE_WINDOW:]
+        if self._pool is None:
+            self._out.write(_deflate_block(block, dictionary, self._level, final))
+            return
+        self._pending.append(self._pool.submit(_deflate_block, block, dictionary, self._level, final))
+        # Bounded read-ahead: memory stays at a few blocks per worker.
+        while len(self._pending) > 2 * self._workers:
+            self._out.write(self._pending.popleft().result())
+
+    def abort(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def close(self) -> None:
+        try:
+            self._submit(bytes(self._buffer), final=True)
+            self._buffer.clear()
+            while self._pending:
+                self._out.write(self._pending.popleft().result())
+            self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+
+
+class _ZstdWriter:
+    def __init__(self, out: _Writable, *, level: int, workers: int) -> None:
+        import zstandard
+
+        compressor = zstandard.ZstdCompressor(
+            level=level, threads=max(1, workers), write_checksum=True, write_content_size=False
+        )
+        self._writer: Any = compressor.stream_writer(cast(Any, out), closefd=False)
+
+    def write(self, data: bytes, /) -> int:
+        self._writer.write(data)
+        return len(data)
+
+    def abort(self) -> None:
+        self._writer.close()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class DeterministicCompressor:
+    """A write-only stream that compresses into ``out`` with fixed parameters.
+
+    ``close()`` must be called to write the trailer; it does not close ``out``.
+    ``workers`` only changes speed, never the bytes.
+    """
+
+    def __init__(self, out: _Writable, *, compression: Compression = "gzip",
+                 workers: int | None = None) -> None:
+        n = workers if workers is not None else min(8, os.cpu_count() or 1)
+        self._inner: _GzipWriter | _ZstdWriter
+        if compression == "gzip":
+            self._inner = _GzipWriter(out, level=GZIP_LEVEL, workers=n)
+        elif compression == "zstd":
+            self._inner = _ZstdWriter(out, level=ZSTD_LEVEL, workers=n)
+        else:
+            raise PkgtoolError(f"unknown layer compression {compression!r}: expected gzip or zstd")
+
+    def write(self, data: bytes, /) -> int:
+        return self._inner.write(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Finish the stream (trailer included); ``out`` stays open."""
+        self._inner.close()
+
+    def abort(self) -> None:
+        """Release worker threads after a failure; the output is incomplete."""
+        self._inner.abort()
+
+
+def compress_deterministic(src: IO[bytes], dst: _Writable, *, compression: Compression = "gzip",
+                           workers: int | None = None) -> tuple[str, int]:
+    """Compress all of ``src`` into ``dst``; returns (digest, size) of the compressed bytes."""
+    counted = HashingWriter(dst)
+    compressor = DeterministicCompressor(counted, compression=compression, workers=workers)
+    try:
+        while chunk := src.read(_CHUNK):
+            compressor.write(chunk)
+    except BaseException:
+        compressor.abort()
+        raise
+    compressor.close()
+    return counted.digest, counted.size
+
+
+# --------------------------------------------------------------------------- reading input
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses oversized pax / long-name records before tarfile reads them into memory."""
+
+    max_extension = DEFAULT_LIMITS.max_header_extension
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENSION_TYPES and self.size > self.max_extension:
+            raise LayerError(f"tar header extension of {self.size} bytes (limit {self.max_extension})")
+        return super()._proc_member(archive)  # type: ignore[misc, no-any-return]
+
+
+def bounded_tarinfo(limits: LayerLimits = DEFAULT_LIMITS) -> type[tarfile.TarInfo]:
+    """A ``tarinfo=`` class for ``tarfile.open`` that bounds header extensions."""
+    if limits.max_header_extension == _BoundedTarInfo.max_extension:
+        return _BoundedTarInfo
+    return type("_BoundedTarInfoCustom", (_BoundedTarInfo,), {"max_extension": limits.max_header_extension})
+
+
+def _peek(src: IO[bytes], n: int) -> tuple[bytes, IO[bytes]]:
+    """The first ``n`` bytes of ``src`` and a stream that still starts at them."""
+    if src.seekable():
+        pos = src.tell()
+        head = src.read(n)
+        src.seek(pos)
+        return head, src
+    head = src.read(n)
+    return head, io.BufferedReader(_Prefixed(head, src), _CHUNK)
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` followed by the rest of ``rest``: un-reads a peeked prefix."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        super().__init__()
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+
+def _decompressing_chunks(src: Any, magic: bytes, what: str) -> Iterator[bytes]:
+    if magic.startswith(_GZIP_MAGIC):
+        dec = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        try:
+            while chunk := src.read(_CHUNK):
+                # Bounded output per call: a small gzip bomb chunk cannot explode in memory.
+                data = dec.decompress(chunk, _CHUNK)
+                while data:
+                    yield data
+                    data = dec.decompress(dec.unconsumed_tail, _CHUNK)
+                if dec.eof:
+                    break
+            if not dec.eof:
+                raise LayerError(f"{what}: truncated gzip stream")
+        except zlib.error as exc:
+            raise LayerError(f"{what}: corrupt gzip stream ({exc})") from None
+        return
+    if magic.startswith(_ZSTD_MAGIC):
+        import zstandard
+
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(src, closefd=False) as reader:
+                while chunk := reader.read(_CHUNK):
+                    yield chunk
+        except zstandard.ZstdError as exc:
+            raise LayerError(f"{what}: corrupt zstd stream ({exc})") from None
+        return
+    while chunk := src.read(_CHUNK):
+        yield chunk
+
+
+@contextlib.contextmanager
+def _random_access(src: IO[bytes], *, what: str, limits: LayerLimits, spool_dir: Path | None,
+                   expect_diff_id: str | None) -> Iterator[IO[bytes]]:
+    """A seekable, uncompressed view of the layer tar in ``src``.
+
+    A seekable plain tar is used in place; anything else (compressed, or a pipe) is
+    spooled to a temp file, because sorting needs to read entries out of order.  If
+    ``expect_diff_id`` is given the uncompressed input must hash to it.
+    """
+    magic, stream = _peek(src, 4)
+    compressed = magic.startswith(_GZIP_MAGIC) or magic.startswith(_ZSTD_MAGIC)
+    if not compressed and stream.seekable():
+        start = stream.tell()
+        if expect_diff_id is not None:
+            _check_digest(_bounded_chunks(_decompressing_chunks(stream, b"", what), what, limits),
+                          expect_diff_id, what)
+            stream.seek(start)
+        yield stream
+        return
+    with tempfile.TemporaryFile(dir=spool_dir, prefix=".pkgtool-tmp-layer-") as spool:
+        sha = hashlib.sha256()
+        for chunk in _bounded_chunks(_decompressing_chunks(stream, magic, what), what, limits):
+            sha.update(chunk)
+            spool.write(chunk)
+        if expect_diff_id is not None and "sha256:" + sha.hexdigest() != expect_diff_id:
+            raise LayerError(f"{what}: content hashes to sha256:{sha.hexdigest()}, "
+                             f"not its diff_id {expect_diff_id}")
+        spool.seek(0)
+        yield spool
+
+
+def _bounded_chunks(chunks: Iterator[bytes], what: str, limits: LayerLimits) -> Iterator[bytes]:
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limits.max_bytes:
+            raise LayerError(f"{what}: more than {limits.max_bytes} uncompressed bytes")
+        yield chunk
+
+
+def _check_digest(chunks: Iterator[bytes], expected: str, what: str) -> None:
+    sha = hashlib.sha256()
+    for chunk in chunks:
+        sha.update(chunk)
+    if "sha256:" + sha.hexdigest() != expected:
+        raise LayerError(f"{what}: content hashes to sha256:{sha.hexdigest()}, not its diff_id {expected}")
+
+
+# --------------------------------------------------------------------------- normalizing
+
+
+@dataclass
+class _Entry:
+    path: str
+    key: tuple[bytes, ...]
+    info: tarfile.TarInfo  # the source header (data, metadata)
+    kind: bytes  # normalized tar type
+    link_target: str = ""  # hardlinks: the normalized path linked to
+
+
+_KINDS = {
+    tarfile.REGTYPE: tarfile.REGTYPE,
+    tarfile.AREGTYPE: tarfile.REGTYPE,
+    tarfile.CONTTYPE: tarfile.REGTYPE,
+    tarfile.GNUTYPE_SPARSE: tarfile.REGTYPE,  # tarfile expands sparse data on read
+    tarfile.DIRTYPE: tarfile.DIRTYPE,
+    tarfile.SYMTYPE: tarfile.SYMTYPE,
+    tarfile.LNKTYPE: tarfile.LNKTYPE,
+    tarfile.CHRTYPE: tarfile.CHRTYPE,
+    tarfile.BLKTYPE: tarfile.BLKTYPE,
+    tarfile.FIFOTYPE: tarfile.FIFOTYPE,
+}
+
+
+def clean_path(raw: str, *, what: str, limits: LayerLimits = DEFAULT_LIMITS) -> str:
+    """The canonical relative form of a tar path ('' for the root); hostile paths refused."""
+    if raw.startswith("/"):
+        raise LayerError(f"{what}: refusing absolute path {raw!r}")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise LayerError(f"{what}: refusing path with '..' component {raw!r}")
+    path = "/".join(parts)
+    if len(path.encode("utf-8", "surrogateescape")) > limits.max_path_bytes:
+        raise LayerError(f"{what}: path longer than {limits.max_path_bytes} bytes: {raw[:80]!r}...")
+    return path
+
+
+def _sort_key(path: str) -> tuple[bytes, ...]:
+    return tuple(path.encode("utf-8", "surrogateescape").split(b"/"))
+
+
+def _xattrs(info: tarfile.TarInfo, *, what: str, limits: LayerLimits) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in info.pax_headers.items():
+        if key.startswith(_XATTR_PREFIX) and len(key) > len(_XATTR_PREFIX):
+            found[key] = value
+        elif key.startswith(_LIBARCHIVE_XATTR_PREFIX) and len(key) > len(_LIBARCHIVE_XATTR_PREFIX):
+            # libarchive (bsdtar) URL-encodes the name and base64-encodes the value.
+            name = urllib.parse.unquote(key[len(_LIBARCHIVE_XATTR_PREFIX):], errors="surrogateescape")
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except ValueError:
+                raise LayerError(f"{what}: malformed {key} record on {info.name!r}") from None
+            found.setdefault(_XATTR_PREFIX + name, raw.decode("utf-8", "surrogateescape"))
+    total = sum(len(k) + len(v) for k, v in found.items())
+    if total > limits.max_xattr_bytes:
+        raise LayerError(f"{what}: {info.name!r} has {total} bytes of extended attributes "
+                         f"(limit {limits.max_xattr_bytes})")
+    return dict(sorted(found.items()))
+
+
+def _read_entries(archive: tarfile.TarFile, *, what: str, limits: LayerLimits) -> dict[str, _Entry]:
+    entries: dict[str, _Entry] = {}
+    count = 0
+    while True:
+        try:
+            info = archive.next()
+        except tarfile.TarError as exc:
+            raise LayerError(f"{what}: not a valid tar ({exc})") from None
+        if info is None:
+            return entries
+        count += 1
+        if count > limits.max_entries:
+            raise LayerError(f"{what}: more than {limits.max_entries} entries")
+        kind = _KINDS.get(info.type)
+        if kind is None:
+            raise LayerError(f"{what}: unsupported tar entry type {info.type!r} for {info.name!r}")
+        path = clean_path(info.name, what=what, limits=limits)
+        if not path:
+            continue  # the root directory: never applied by runtimes
+        entry = _Entry(path=path, key=_sort_key(path), info=info, kind=kind)
+        if kind == tarfile.LNKTYPE:
+            entry.link_target = clean_path(info.linkname, what=what, limits=limits)
+            if not entry.link_target:
+                raise LayerError(f"{what}: hard link {info.name!r} to the root directory")
+        elif kind == tarfile.SYMTYPE and len(info.linkname.encode("utf-8", "surrogateescape")) > limits.max_path_bytes:
+            raise LayerError(f"{what}: symlink target longer than {limits.max_path_bytes} bytes")
+        # Later entries replace earlier ones with the same path, as on extraction.
+        entries.pop(path, None)
+        entries[path] = entry
+
+
+def _link_groups(entries: dict[str, _Entry], what: str) -> dict[str, str]:
+    """Map every member of a hard-link group to the path that holds the group's data.
+
+    The holder is the member that sorts first, and it takes the original target's header
+    (type, data, metadata): links share the inode, so the target's metadata is the truth.
+    """
+    groups: dict[str, list[str]] = {}
+    for entry in entries.values():
+        if entry.kind != tarfile.LNKTYPE:
+            continue
+        target = entry.link_target
+        for _ in range(_MAX_LINK_HOPS):
+            found = entries.get(target)
+            if found is None:
+                raise LayerError(f"{what}: hard link {entry.path!r} points to {target!r}, "
+                                 "which is not in the layer")
+            if found.kind != tarfile.LNKTYPE:
+                break
+            target = found.link_target
+        else:
+            raise LayerError(f"{what}: hard link loop at {entry.path!r}")
+        if entries[target].kind == tarfile.DIRTYPE:
+            raise LayerError(f"{what}: hard link {entry.path!r} points to directory {target!r}")
+        groups.setdefault(target, [target]).append(entry.path)
+    holders: dict[str, str] = {}
+    for target, members in groups.items():
+        holder = min(members, key=_sort_key)
+        for member in members:
+            holders[member] = holder
+        # The holder becomes the data entry with the original target's header.
+        entries[holder] = _Entry(path=holder, key=entries[holder].key, info=entries[target].info,
+                                 kind=entries[target].kind)
+    return holders
+
+
+def _header(entry: _Entry, *, epoch: int, what: str, limits: LayerLimits) -> tarfile.TarInfo:
+    src = entry.info
+    out = tarfile.TarInfo(entry.path)
+    out.type = entry.kind
+    out.mode = src.mode & 0o7777
+    out.uid, out.gid = src.uid, src.gid
+    out.uname = out.gname = ""
+    out.mtime = max(0, min(int(src.mtime), epoch))
+    out.pax_headers = _xattrs(src, what=what, limits=limits)
+    if entry.kind == tarfile.REGTYPE:
+        out.size = src.size
+    elif entry.kind == tarfile.SYMTYPE:
+        out.linkname = src.linkname
+    elif entry.kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        out.devmajor, out.devminor = src.devmajor, src.devminor
+    return out
+
+
+def normalize_layer(src: IO[bytes], dst: _Writable, *, source_date_epoch: int, what: str = "layer",
+                    limits: LayerLimits = DEFAULT_LIMITS, spool_dir: Path | None = None,
+                    expect_diff_id: str | None = None) -> NormalizedLayer:
+    """Write the normalized form of the layer tar ``src`` (plain, gzip or zstd) to ``dst``.
+
+    ``dst`` receives the uncompressed tar (wrap it in a :class:`DeterministicCompressor`
+    to compress while writing).  ``expect_diff_id``, if given, is checked against the
+    *input's* uncompressed content.  Nothing is ever extracted to disk; non-seekable or
+    compressed input is spooled to a temp file in ``spool_dir``.
+    """
+    if source_date_epoch < 0:
+        raise PkgtoolError(f"SOURCE_DATE_EPOCH must not be negative (got {source_date_epoch})")
+    counted = HashingWriter(dst)
+    with _random_access(src, what=what, limits=limits, spool_dir=spool_dir,
+                        expect_diff_id=expect_diff_id) as plain:
+        try:
+            archive = tarfile.open(  # noqa: SIM115 - closed by the `with archive` below
+                fileobj=plain, mode="r:", tarinfo=bounded_tarinfo(limits),
+                encoding="utf-8", errors="surrogateescape")
+        except tarfile.TarError as exc:
+            raise LayerError(f"{what}: not a valid tar ({exc})") from None
+        except EOFError:
+            raise LayerError(f"{what}: not a valid tar (truncated)") from None
+        with archive:
+            entries = _read_entries(archive, what=what, limits=limits)
+            holders = _link_groups(entries, what)
+            ordered = sorted(entries.values(), key=lambda e: e.key)
+            with tarfile.open(fileobj=counted, mode="w|", format=TAR_FORMAT,  # type: ignore[call-overload]
+                              encoding="utf-8", errors="surrogateescape") as out:
+                for entry in ordered:
+                    _write_entry(out, archive, entry, entries, holders,
+                                 epoch=source_date_epoch, what=what, limits=limits)
+    return NormalizedLayer(diff_id=counted.digest, size=counted.size, entries=len(ordered))
+
+
+def _write_entry(out: tarfile.TarFile, archive: tarfile.TarFile, entry: _Entry,
+                 entries: dict[str, _Entry], holders: dict[str, str], *, epoch: int, what: str,
+                 limits: LayerLimits) -> None:
+    holder = holders.get(entry.path)
+    if holder is not None and holder != entry.path:
+        # A link takes the holder's metadata, so which member the builder happened to
+        # store the data under cannot leak into the bytes.
+        holder_info = entries[holder].info
+        header = _header(_Entry(entry.path, entry.key, holder_info, tarfile.LNKTYPE),
+                         epoch=epoch, what=what, limits=limits)
+        header.type, header.linkname, header.size = tarfile.LNKTYPE, holder, 0
+        header.devmajor = header.devminor = 0
+        out.addfile(header)
+        return
+    header = _header(entry, epoch=epoch, what=what, limits=limits)
+    if entry.kind != tarfile.REGTYPE:
+        out.addfile(header)
+        return
+    data = archive.extractfile(entry.info)
+    if data is None:
+        raise LayerError(f"{what}: cannot read data of {entry.info.name!r}")
+    try:
+        out.addfile(header, data)
+    except (OSError, tarfile.TarError) as exc:
+        raise LayerError(f"{what}: truncated data for {entry.info.name!r} ({exc})") from None
