@@ -1,0 +1,386 @@
+"""Store signatures next to an image in a registry, the ways cosign does.
+
+Three shapes, all keyed by the signed manifest's digest ``sha256:<hex>``:
+
+* **Classic signature** at tag ``sha256-<hex>.sig``: an OCI manifest with one layer per
+  signature.  The layer blob is the simple-signing payload
+  (``application/vnd.dev.cosign.simplesigning.v1+json``) and its annotation
+  ``dev.cosignproject.cosign/signature`` holds base64(DER ECDSA signature over the blob).
+* **Classic attestation** at tag ``sha256-<hex>.att``: the same, but each layer blob is a
+  DSSE envelope (``application/vnd.dsse.envelope.v1+json``), annotated with its
+  ``predicateType`` and an empty ``dev.cosignproject.cosign/signature``.
+* **Sigstore bundle** as an OCI 1.1 referrer: a manifest whose ``artifactType`` is the
+  bundle media type, with the empty config, the bundle as its one layer and ``subject``
+  pointing at the image.  It is found through the referrers API or, on registries without
+  one (Distribution 2.8), through the fallback index at tag ``sha256-<hex>``.
+
+Adding a signature is a read-modify-write of the tag: existing layers are kept (other
+signers' signatures survive), and adding the same signature twice is a no-op.  Like cosign,
+two writers racing on one tag can lose an update; pkgtool signs each digest from one job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pkgtool.errors import PkgtoolError
+from pkgtool.oci import mediatypes
+from pkgtool.oci.descriptor import Descriptor, canonical_json, check_digest, sha256_digest
+from pkgtool.sign import SignatureError
+from pkgtool.sign.bundle import BUNDLE_MEDIA_TYPE
+from pkgtool.sign.dsse import ENVELOPE_MEDIA_TYPE, Envelope, sign_bytes, verify_bytes
+from pkgtool.sign.keys import PrivateKey, PublicKey, public_key_hint
+from pkgtool.sign.payloads import (
+    SIMPLE_SIGNING_MEDIA_TYPE,
+    parse_simple_signing_payload,
+    simple_signing_payload,
+)
+
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+PREDICATE_TYPE_ANNOTATION = "predicateType"
+BUNDLE_CONTENT_ANNOTATION = "dev.sigstore.bundle.content"
+BUNDLE_PREDICATE_TYPE_ANNOTATION = "dev.sigstore.bundle.predicateType"
+# What cosign 3 records as the predicate of a plain "this image is signed" bundle.
+COSIGN_SIGN_PREDICATE_TYPE = "https://sigstore.dev/cosign/sign/v1"
+
+EMPTY_CONFIG = b"{}"
+EMPTY_CONFIG_DESCRIPTOR = Descriptor.for_bytes(mediatypes.OCI_EMPTY, EMPTY_CONFIG)
+
+# Signature and attestation layers are small; an SBOM attestation can be large.
+MAX_SIGNATURE_LAYER_BYTES = 128 * 1024 * 1024
+
+
+def signature_tag(digest: str) -> str:
+    return _digest_tag(digest) + ".sig"
+
+
+def attestation_tag(digest: str) -> str:
+    return _digest_tag(digest) + ".att"
+
+
+def referrers_fallback_tag(digest: str) -> str:
+    """The OCI 1.1 fallback tag for the referrers of ``digest`` (image-spec, distribution-spec)."""
+    return _digest_tag(digest)
+
+
+def _digest_tag(digest: str) -> str:
+    return check_digest(digest).replace(":", "-", 1)
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A manifest plus the blobs it needs, ready to push (blobs first)."""
+
+    manifest: bytes
+    blobs: tuple[bytes, ...]
+    media_type: str = mediatypes.OCI_MANIFEST
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor.for_bytes(
+            self.media_type, self.manifest,
+            artifact_type=self.artifact_type, annotations=self.annotations,
+        )
+
+
+def cosign_layers_manifest(layers: Sequence[Descriptor]) -> tuple[bytes, bytes]:
+    """(manifest, config) for a cosign ``.sig``/``.att`` image holding ``layers``.
+
+    The config is the one go-containerregistry writes for an empty image with layers
+    appended (zero timestamps, one history entry per layer): nothing in it varies, so the
+    same signatures always give the same manifest digest.
+    """
+    config = canonical_json({
+        "architecture": "",
+        "config": {},
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layers],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
+    })
+    manifest = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "config": Descriptor.for_bytes(mediatypes.OCI_CONFIG, config).to_json(),
+        "layers": [_layer_json(layer) for layer in layers],
+    })
+    return manifest, config
+
+
+def _layer_json(layer: Descriptor) -> dict[str, Any]:
+    out: dict[str, Any] = {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
+    # Unlike Descriptor.to_json, keep annotations whose value is "" (cosign's .att layers).
+    if layer.annotations is not None:
+        out["annotations"] = dict(sorted(layer.annotations.items()))
+    return out
+
+
+def signature_layer(payload: bytes, signature: bytes) -> Descriptor:
+    return Descriptor.for_bytes(
+        SIMPLE_SIGNING_MEDIA_TYPE, payload,
+        annotations={SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
+    )
+
+
+def attestation_layer(envelope_json: bytes, *, predicate_type: str) -> Descriptor:
+    return Descriptor.for_bytes(
+        ENVELOPE_MEDIA_TYPE, envelope_json,
+        annotations={PREDICATE_TYPE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: ""},
+    )
+
+
+def bundle_referrer(
+    bundle: bytes, *, subject: Descriptor, predicate_type: str, created: str | None = None
+) -> Artifact:
+    """The OCI 1.1 referrer manifest that carries a Sigstore bundle about ``subject``.
+
+    ``created`` (RFC 3339) is recorded as ``org.opencontainers.image.created`` when given;
+    it is left out by default so the manifest is a pure function of the bundle.
+    """
+    annotations = {
+        BUNDLE_CONTENT_ANNOTATION: "dsse-envelope",
+        BUNDLE_PREDICATE_TYPE_ANNOTATION: predicate_type,
+    }
+    if created:
+        annotations["org.opencontainers.image.created"] = created
+    layer = Descriptor.for_bytes(BUNDLE_MEDIA_TYPE, bundle)
+    manifest = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "artifactType": BUNDLE_MEDIA_TYPE,
+        "config": EMPTY_CONFIG_DESCRIPTOR.to_json(),
+        "layers": [layer.to_json()],
+        "subject": Descriptor(subject.media_type, subject.digest, subject.size).to_json(),
+        "annotations": annotations,
+    })
+    return Artifact(
+        manifest, (EMPTY_CONFIG, bundle),
+        artifact_type=BUNDLE_MEDIA_TYPE, annotations=annotations,
+    )
+
+
+# --------------------------------------------------------------------------- registry side
+
+
+class Registry(Protocol):
+    """The registry client operations attaching needs (pkgtool.oci.registry provides them)."""
+
+    def push_blob_bytes(self, repository: str, data: bytes) -> Any: ...
+
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> Any: ...
+
+    def get_manifest_bytes_or_none(self, repository: str, reference: str) -> bytes | None: ...
+
+    def get_blob_bytes(self, repository: str, digest: str, *, max_size: int) -> bytes: ...
+
+    def add_referrer(self, repository: str, subject: Descriptor, referrer: Descriptor) -> Any: ...
+
+    def list_referrers(
+        self, repository: str, digest: str, *, artifact_type: str | None = None
+    ) -> list[Descriptor]: ...
+
+
+if TYPE_CHECKING:
+    from pkgtool.oci.registry import RegistryClient
+
+    def _client_is_a_registry(client: RegistryClient) -> Registry:
+        # mypy proves here that the real client satisfies the protocol.
+        return client
+
+
+def sign_image(
+    client: Registry, *, repository: str, docker_reference: str, digest: str, key: PrivateKey
+) -> Descriptor:
+    """Sign ``digest`` the classic cosign way and attach it at ``sha256-<hex>.sig``."""
+    payload = simple_signing_payload(docker_reference=docker_reference, manifest_digest=digest)
+    public = key.public_key()
+
+    # ECDSA signatures are randomised, so "already signed" means: a layer with these exact
+    # payload bytes whose signature verifies with this key (cosign's dupe detection).
+    def already_signed(existing: Descriptor) -> bool:
+        if existing.digest != sha256_digest(payload):
+            return False
+        encoded = (existing.annotations or {}).get(SIGNATURE_ANNOTATION, "")
+        try:
+            return verify_bytes(public, payload, base64.b64decode(encoded, validate=True))
+        except binascii.Error:
+            return False
+
+    tag = signature_tag(digest)
+    if any(already_signed(layer) for layer in _existing_layers(client, repository, tag)):
+        return _current_descriptor(client, repository, tag)
+    layer = signature_layer(payload, sign_bytes(key, payload))
+    return _append_layer(client, repository, tag, layer, payload)
+
+
+def attach_attestation(
+    client: Registry, *, repository: str, digest: str, envelope: Envelope, predicate_type: str
+) -> Descriptor:
+    """Attach a signed DSSE envelope the classic cosign way, at ``sha256-<hex>.att``."""
+    check_digest(digest)
+    blob = envelope.to_json()
+    layer = attestation_layer(blob, predicate_type=predicate_type)
+    return _append_layer(client, repository, attestation_tag(digest), layer, blob)
+
+
+def attach_bundle(
+    client: Registry, *, repository: str, subject: Descriptor, bundle: bytes, predicate_type: str
+) -> Descriptor:
+    """Push a Sigstore bundle as an OCI 1.1 referrer of ``subject``; return its descriptor."""
+    artifact = bundle_referrer(bundle, subject=subject, predicate_type=predicate_type)
+    for blob in artifact.blobs:
+        client.push_blob_bytes(repository, blob)
+    descriptor = artifact.descriptor
+    client.put_manifest(repository, descriptor.digest, artifact.manifest, artifact.media_type)
+    # Registries with the referrers API index the subject themselves; the client keeps the
+    # fallback tag up to date where they do not.
+    client.add_referrer(repository, subject, descriptor)
+    return descriptor
+
+
+def _append_layer(
+    client: Registry, repository: str, tag: str, layer: Descriptor, blob: bytes
+) -> Descriptor:
+    layers = _existing_layers(client, repository, tag)
+    if not any(_same_layer(existing, layer) for existing in layers):
+        client.push_blob_bytes(repository, blob)
+        layers.append(layer)
+    manifest, config = cosign_layers_manifest(layers)
+    client.push_blob_bytes(repository, config)
+    client.put_manifest(repository, tag, manifest, mediatypes.OCI_MANIFEST)
+    return Descriptor.for_bytes(mediatypes.OCI_MANIFEST, manifest)
+
+
+def _current_descriptor(client: Registry, repository: str, tag: str) -> Descriptor:
+    data = client.get_manifest_bytes_or_none(repository, tag)
+    if data is None:
+        raise PkgtoolError(f"{repository}:{tag} disappeared while signing")
+    return Descriptor.for_bytes(mediatypes.OCI_MANIFEST, data)
+
+
+def _existing_layers(client: Registry, repository: str, tag: str) -> list[Descriptor]:
+    data = client.get_manifest_bytes_or_none(repository, tag)
+    if data is None:
+        return []
+    try:
+        document = json.loads(data)
+        raw_layers = document["layers"]
+        if not isinstance(raw_layers, list):
+            raise TypeError("layers is not a list")
+        return [Descriptor.from_json(layer) for layer in raw_layers]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PkgtoolError(
+            f"{repository}:{tag} exists but is not a cosign signature manifest; refusing to "
+            "overwrite it"
+        ) from exc
+
+
+def _same_layer(a: Descriptor, b: Descriptor) -> bool:
+    return a.digest == b.digest and (a.annotations or {}).get(SIGNATURE_ANNOTATION) == (
+        b.annotations or {}
+    ).get(SIGNATURE_ANNOTATION)
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+@dataclass(frozen=True)
+class ClassicSignature:
+    payload: bytes
+    signature: bytes
+
+
+def read_classic_signatures(client: Registry, *, repository: str, digest: str) -> list[ClassicSignature]:
+    """Every simple-signing layer at ``sha256-<hex>.sig``, blobs digest-checked by the client."""
+    result = []
+    for layer in _existing_layers(client, repository, signature_tag(digest)):
+        if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE:
+            continue
+        encoded = (layer.annotations or {}).get(SIGNATURE_ANNOTATION, "")
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            continue  # a malformed layer proves nothing; deny-by-default happens below
+        payload = client.get_blob_bytes(repository, layer.digest, max_size=MAX_SIGNATURE_LAYER_BYTES)
+        if sha256_digest(payload) != layer.digest:
+            raise SignatureError(f"signature layer {layer.digest} does not match its digest")
+        result.append(ClassicSignature(payload, signature))
+    return result
+
+
+def verify_classic_signature(
+    signatures: Sequence[ClassicSignature], key: PublicKey, *, digest: str
+) -> ClassicSignature:
+    """The first signature by ``key`` whose payload names ``digest``; raise if there is none."""
+    if not signatures:
+        raise SignatureError(f"{digest}: no cosign signatures found (image is unsigned)")
+    other_digest = False
+    for candidate in signatures:
+        if not verify_bytes(key, candidate.payload, candidate.signature):
+            continue
+        try:
+            parsed = parse_simple_signing_payload(candidate.payload)
+        except SignatureError:
+            continue
+        if parsed.manifest_digest == digest:
+            return candidate
+        other_digest = True
+    if other_digest:
+        raise SignatureError(
+            f"{digest}: cosign signature by key {public_key_hint(key)} is for another digest"
+        )
+    raise SignatureError(
+        f"{digest}: none of {len(signatures)} cosign signature(s) verifies with key "
+        f"{public_key_hint(key)}"
+    )
+
+
+def read_attestations(client: Registry, *, repository: str, digest: str) -> list[Envelope]:
+    """Every DSSE envelope at ``sha256-<hex>.att`` (unverified: pass them to dsse.verify)."""
+    envelopes = []
+    for layer in _existing_layers(client, repository, attestation_tag(digest)):
+        if layer.media_type != ENVELOPE_MEDIA_TYPE:
+            continue
+        blob = client.get_blob_bytes(repository, layer.digest, max_size=MAX_SIGNATURE_LAYER_BYTES)
+        if sha256_digest(blob) != layer.digest:
+            raise SignatureError(f"attestation layer {layer.digest} does not match its digest")
+        envelopes.append(Envelope.from_json(blob))
+    return envelopes
+
+
+def read_bundles(client: Registry, *, repository: str, digest: str) -> list[bytes]:
+    """The Sigstore bundles attached to ``digest`` as referrers (unverified bundle JSON)."""
+    bundles = []
+    for referrer in client.list_referrers(repository, digest, artifact_type=BUNDLE_MEDIA_TYPE):
+        data = client.get_manifest_bytes_or_none(repository, referrer.digest)
+        if data is None:
+            continue  # listed but deleted since: nothing to verify
+        if sha256_digest(data) != referrer.digest:
+            raise SignatureError(f"referrer manifest {referrer.digest} does not match its digest")
+        try:
+            manifest = json.loads(data)
+            layers = [Descriptor.from_json(layer) for layer in manifest["layers"]]
+            subject = Descriptor.from_json(manifest["subject"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SignatureError(f"referrer manifest {referrer.digest} is malformed") from exc
+        if subject.digest != digest:
+            # A referrers index may be stale or forged; the manifest's own subject decides.
+            continue
+        for layer in layers:
+            if layer.media_type != BUNDLE_MEDIA_TYPE:
+                continue
+            blob = client.get_blob_bytes(repository, layer.digest, max_size=MAX_SIGNATURE_LAYER_BYTES)
+            if sha256_digest(blob) != layer.digest:
+                raise SignatureError(f"bundle blob {layer.digest} does not match its digest")
+            bundles.append(blob)
+    return bundles
