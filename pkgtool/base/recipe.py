@@ -1,0 +1,121 @@
+"""``pkg/base/base.yml``: the bootstrap recipe of the Debian base image.
+
+Example (every key is required unless marked optional)::
+
+    image: pkgtool/base                # ORG/IMAGE in the registry
+    suite: bookworm
+    variant: minbase                   # mmdebstrap --variant
+    source_date_epoch: 1700000000      # fixed: makes the bootstrap bit-reproducible
+    arches: [amd64, arm64, s390x]
+    include: []                        # optional: extra packages (mmdebstrap --include)
+    dpkg_options:                      # optional: passed as --dpkgopt=..., in order
+      - path-exclude=/usr/share/man/*
+    config:                            # optional: the image config
+      env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+      cmd: ["/bin/sh"]
+
+The tag is a hash over this file's parsed content *and* every lock file, so editing either
+gives a new tag (see :func:`pkgtool.base.build.base_tag`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pkgtool.yamlload import YamlDoc, load_yaml
+
+SUPPORTED_ARCHES = ("amd64", "arm64", "s390x")
+_KEYS = {"image", "suite", "variant", "source_date_epoch", "arches", "include", "dpkg_options", "config"}
+_CONFIG_KEYS = {"env", "cmd"}
+_IMAGE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$")
+_WORD_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_DPKGOPT_RE = re.compile(r"^(path-exclude|path-include)=/[^\s]*$")
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    path: Path
+    image: str
+    suite: str
+    variant: str
+    source_date_epoch: int
+    arches: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    dpkg_options: tuple[str, ...] = ()
+    env: tuple[str, ...] = (DEFAULT_PATH,)
+    cmd: tuple[str, ...] = ("/bin/sh",)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def lock_path(self, arch: str) -> Path:
+        return self.path.parent / f"versions.{arch}"
+
+
+def _strings(doc: YamlDoc, value: Any, path: tuple[str | int, ...], pattern: re.Pattern[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise doc.error(path, "expected a list of strings")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
+            hint = f" matching {pattern.pattern}" if pattern is not None else ""
+            raise doc.error((*path, i), f"expected a string{hint}")
+    return tuple(value)
+
+
+def load_recipe(path: Path) -> BaseRecipe:
+    doc = load_yaml(path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error((), "expected a mapping")
+    for key in data:
+        if key not in _KEYS:
+            raise doc.error((key,), f"unknown key (allowed: {', '.join(sorted(_KEYS))})")
+    for key in ("image", "suite", "variant", "source_date_epoch", "arches"):
+        if key not in data:
+            raise doc.error((key,), "required")
+    image = data["image"]
+    if not isinstance(image, str) or not _IMAGE_RE.match(image):
+        raise doc.error(("image",), "expected ORG/NAME in lower case")
+    suite, variant = data["suite"], data["variant"]
+    if not isinstance(suite, str) or not _WORD_RE.match(suite):
+        raise doc.error(("suite",), "expected a Debian suite name such as bookworm")
+    if not isinstance(variant, str) or not _WORD_RE.match(variant):
+        raise doc.error(("variant",), "expected an mmdebstrap variant such as minbase")
+    epoch = data["source_date_epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise doc.error(("source_date_epoch",), "expected a non-negative integer (seconds)")
+    arches = _strings(doc, data["arches"], ("arches",), None)
+    if not arches:
+        raise doc.error(("arches",), "list at least one architecture")
+    for i, arch in enumerate(arches):
+        if arch not in SUPPORTED_ARCHES:
+            raise doc.error(("arches", i), f"unsupported (supported: {', '.join(SUPPORTED_ARCHES)})")
+    if len(set(arches)) != len(arches):
+        raise doc.error(("arches",), "duplicate architecture")
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise doc.error(("config",), "expected a mapping with env and cmd")
+    for key in config:
+        if key not in _CONFIG_KEYS:
+            raise doc.error(("config", key), f"unknown key (allowed: {', '.join(sorted(_CONFIG_KEYS))})")
+    env = _strings(doc, config.get("env", [DEFAULT_PATH]), ("config", "env"), re.compile(r"^[A-Za-z_][A-Za-z0-9_]*="))
+    cmd = _strings(doc, config.get("cmd", ["/bin/sh"]), ("config", "cmd"), None)
+    return BaseRecipe(
+        path=path,
+        image=image,
+        suite=suite,
+        variant=variant,
+        source_date_epoch=epoch,
+        # Sorted: the order in the file must not change the tag or the index.
+        arches=tuple(sorted(arches, key=SUPPORTED_ARCHES.index)),
+        include=_strings(doc, data.get("include"), ("include",), _PACKAGE_RE),
+        dpkg_options=_strings(doc, data.get("dpkg_options"), ("dpkg_options",), _DPKGOPT_RE),
+        env=env,
+        cmd=cmd,
+        raw=data,
+    )
