@@ -1,0 +1,188 @@
+"""Turn a Debian ``linux-image`` .deb into LinuxKit's kernel image layout.
+
+The image's single layer holds, at its root::
+
+    /kernel       the bootable image (x86 bzImage, arm64 Image, s390 image) — checked by magic
+    /kernel.tar   the modules as lib/modules/<release>/..., a deterministic tar
+    /System.map   as Debian ships it (a stub pointing at the -dbg package: Debian strips it)
+    /config       the kernel's .config
+    /vmlinux      amd64 only, when kernel.yml asks: the ELF unpacked from the bzImage
+
+How the .deb is read (its bytes were sha256-verified first, and are still treated as
+hostile): ``data.tar`` is streamed once; member names are normalised and refused if
+absolute, if they contain ``..`` or if they are not plain files, directories or symlinks.
+Module files are spooled into a private temp root by our own ``open()`` calls (never
+``tarfile.extract``), symlinks are recorded but never created on disk, so nothing can be
+written outside the temp root.  Then ``kernel.tar`` is written from that spool in sorted
+order with fixed owner (0:0, no names) and mtimes, so the same .deb always gives the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pkgtool.errors import PkgtoolError
+from pkgtool.kernel import bzimage
+from pkgtool.kernel.deb import open_data_tar
+
+# Bump when the layout or how it is produced changes: it is part of the kernel tag.
+LAYOUT_VERSION = "1"
+_SMALL_FILE_LIMIT = 256 * 1024 * 1024  # a single kernel/config/map file; Image is ~33 MB
+
+
+class KernelLayoutError(PkgtoolError):
+    """The .deb does not contain what a kernel image needs, or contains something unsafe."""
+
+
+@dataclass
+class KernelLayout:
+    """The files of one arch's kernel image, in ``root``."""
+
+    release: str  # uname -r, e.g. 6.1.0-50-amd64
+    root: Path
+    files: list[str] = field(default_factory=list)  # names at the image root, sorted
+
+
+def _normalise(name: str, source: str) -> str:
+    clean = name[2:] if name.startswith("./") else name
+    clean = clean.rstrip("/")
+    if not clean or clean == ".":
+        return ""
+    if clean.startswith("/") or "\\" in clean or "\x00" in clean:
+        raise KernelLayoutError(f"{source}: refusing member with unsafe name {name!r}")
+    parts = clean.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise KernelLayoutError(f"{source}: refusing member with unsafe name {name!r}")
+    return clean
+
+
+@dataclass
+class _Spool:
+    root: Path
+    boot: dict[str, bytes] = field(default_factory=dict)  # boot/<name> -> bytes
+    dirs: dict[str, int] = field(default_factory=dict)  # lib/modules/... -> mode
+    files: dict[str, int] = field(default_factory=dict)
+    symlinks: dict[str, str] = field(default_factory=dict)
+
+
+def _spool_deb(deb: Path, spool: _Spool) -> None:
+    source = deb.name
+    with open_data_tar(deb) as tf:
+        for member in tf:
+            name = _normalise(member.name, source)
+            if not name:
+                continue
+            in_boot = name.startswith("boot/") and name.count("/") == 1
+            in_modules = name.startswith("lib/modules/") or name == "lib/modules"
+            if not (in_boot or in_modules):
+                continue  # docs, bug-report scripts, device trees: not part of the layout
+            if member.isdir():
+                if in_modules:
+                    spool.dirs[name] = member.mode & 0o7777
+            elif member.isfile():
+                if in_boot:
+                    if member.size > _SMALL_FILE_LIMIT:
+                        raise KernelLayoutError(f"{source}: {name} is implausibly large ({member.size} bytes)")
+                    fobj = tf.extractfile(member)
+                    assert fobj is not None
+                    spool.boot[name.removeprefix("boot/")] = fobj.read()
+                else:
+                    _spool_file(tf, member, spool.root / name)
+                    spool.files[name] = member.mode & 0o7777
+            elif member.issym() and in_modules:
+                target = member.linkname
+                resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+                if target.startswith("/") or not resolved.startswith("lib/modules/"):
+                    raise KernelLayoutError(f"{source}: refusing symlink {name} -> {target} leaving lib/modules")
+                spool.symlinks[name] = target
+            else:
+                raise KernelLayoutError(f"{source}: refusing {name}: only files, directories and symlinks are expected")
+
+
+def _spool_file(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    fobj = tf.extractfile(member)
+    assert fobj is not None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL|O_NOFOLLOW: names were validated, and nothing on disk is a symlink, but a
+    # duplicate member must not overwrite silently.
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(fobj, out, 1 << 20)
+
+
+def _release(spool: _Spool, source: str) -> str:
+    kernels = sorted(n for n in spool.boot if n.startswith("vmlinuz-") or n.startswith("vmlinux-"))
+    if len(kernels) != 1:
+        raise KernelLayoutError(f"{source}: expected one boot/vmlinuz-<release>, found {kernels or 'none'}")
+    release = kernels[0].split("-", 1)[1]
+    for needed in (f"config-{release}", f"System.map-{release}"):
+        if needed not in spool.boot:
+            raise KernelLayoutError(f"{source}: missing boot/{needed}")
+    if f"lib/modules/{release}" not in spool.dirs:
+        raise KernelLayoutError(f"{source}: missing lib/modules/{release}/")
+    return release
+
+
+def _tarinfo(name: str, *, kind: bytes, mode: int, epoch: int, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.mtime = epoch
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.size = size
+    info.linkname = linkname
+    return info
+
+
+def write_modules_tar(spool_root: Path, *, dirs: dict[str, int], files: dict[str, int],
+                      symlinks: dict[str, str], out: Path, epoch: int) -> None:
+    """Write ``kernel.tar``: every parent directory, sorted names, fixed owner and mtime."""
+    all_dirs = dict(dirs)
+    for name in [*files, *symlinks, *dirs]:
+        parent = posixpath.dirname(name)
+        while parent and parent not in all_dirs:
+            all_dirs[parent] = 0o755
+            parent = posixpath.dirname(parent)
+    names = sorted({*all_dirs, *files, *symlinks})
+    # PAX only where a name needs it (long module paths); no pax mtime/atime records.
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name in names:
+            if name in all_dirs:
+                tf.addfile(_tarinfo(name + "/", kind=tarfile.DIRTYPE, mode=all_dirs[name], epoch=epoch))
+            elif name in symlinks:
+                tf.addfile(_tarinfo(name, kind=tarfile.SYMTYPE, mode=0o777, epoch=epoch, linkname=symlinks[name]))
+            else:
+                path = spool_root / name
+                with open(path, "rb") as f:
+                    info = _tarinfo(name, kind=tarfile.REGTYPE, mode=files[name], epoch=epoch,
+                                    size=os.fstat(f.fileno()).st_size)
+                    tf.addfile(info, f)
+
+
+def build_kernel_layout(deb: Path, *, arch: str, epoch: int, vmlinux: bool, workdir: Path) -> KernelLayout:
+    """Read ``deb`` and write the layout's files into ``workdir/image``."""
+    spool = _Spool(root=workdir / "spool")
+    spool.root.mkdir(parents=True)
+    _spool_deb(deb, spool)
+    release = _release(spool, deb.name)
+    kernel = spool.boot[f"vmlinuz-{release}"] if f"vmlinuz-{release}" in spool.boot else spool.boot[f"vmlinux-{release}"]
+    bzimage.check_kernel_kind(kernel, arch=arch, source=f"{deb.name}: boot/vmlinuz-{release}")
+
+    image = workdir / "image"
+    image.mkdir()
+    (image / "kernel").write_bytes(kernel)
+    (image / "config").write_bytes(spool.boot[f"config-{release}"])
+    (image / "System.map").write_bytes(spool.boot[f"System.map-{release}"])
+    if vmlinux:
+        (image / "vmlinux").write_bytes(bzimage.extract_vmlinux(kernel, source=f"{deb.name}: boot/vmlinuz-{release}"))
+    write_modules_tar(spool.root, dirs=spool.dirs, files=spool.files, symlinks=spool.symlinks,
+                      out=image / "kernel.tar", epoch=epoch)
+    shutil.rmtree(spool.root)
+    return KernelLayout(release=release, root=image, files=sorted(p.name for p in image.iterdir()))
