@@ -1,0 +1,124 @@
+"""`pkgtool image build|lock`: assemble bootable images from image YAML files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+_FORMATS = (
+    "kernel+initrd", "tar", "tar-kernel-initrd", "kernel+squashfs", "iso-bios", "iso-efi",
+    "raw-bios", "raw-efi", "qcow2-bios", "qcow2-efi",
+)
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("image", help="assemble OS images from image YAML (LinuxKit's schema)")
+    parser.set_defaults(func=lambda _args: _usage())
+    image_sub = parser.add_subparsers(dest="image_command", metavar="SUBCOMMAND")
+
+    build = image_sub.add_parser(
+        "build", help="build the outputs of one or more image YAML files (merged in order)",
+        description="Every output is reproducible: timestamps come from SOURCE_DATE_EPOCH (default 0).",
+    )
+    build.add_argument("files", nargs="+", metavar="FILE.yml")
+    build.add_argument("--format", default="kernel+initrd", metavar="F1,F2",
+                       help=f"comma-separated output formats (default kernel+initrd): {', '.join(_FORMATS)}")
+    build.add_argument("--arch", default="amd64", choices=("amd64", "arm64", "s390x"))
+    build.add_argument("--dir", default=".", metavar="OUT", help="output directory (default: .)")
+    build.add_argument("--name", default=None, help="output name prefix (default: first YAML's name)")
+    build.add_argument("--registry", default=None, help="registry for pulls (default $PKGTOOL_REGISTRY or 127.0.0.1:5000)")
+    build.add_argument("--allow-unpinned", action="store_true",
+                       help="accept image references without a digest (not reproducible)")
+    build.add_argument("--initrd-compression", default="gzip", choices=("gzip", "zstd"))
+    build.set_defaults(func=cmd_build)
+
+    lock = image_sub.add_parser("lock", help="pin every image reference of a YAML to its digest (in place)")
+    lock.add_argument("files", nargs="+", metavar="FILE.yml")
+    lock.add_argument("--strict", action="store_true", help="change nothing; fail if any reference is unpinned")
+    lock.add_argument("--registry", default=None)
+    lock.set_defaults(func=cmd_lock)
+
+
+def _usage() -> int:
+    from pkgtool.errors import UsageError
+
+    raise UsageError("pkgtool image: missing subcommand (build or lock)")
+
+
+def _client_factory(registry: str | None) -> Any:
+    """A factory for registry clients (imported lazily: HTTP libraries are heavy)."""
+    from pkgtool.assemble.build import default_client_factory
+
+    return default_client_factory(registry)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pkgtool import settings
+    from pkgtool.assemble.build import build_image
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+
+    def progress(message: str) -> None:
+        print(f"pkgtool: {message}", file=sys.stderr)
+
+    outputs = build_image(
+        [Path(f) for f in args.files], formats=formats, arch=args.arch, out_dir=Path(args.dir),
+        name=args.name, cache=settings.cache_dir(args.cache_dir),
+        registry_client_factory=_lazy_factory(args.registry), progress=progress,
+        allow_unpinned=args.allow_unpinned, compression=args.initrd_compression,
+    )
+    for path in outputs:
+        print(path)
+    return 0
+
+
+def _lazy_factory(registry: str | None) -> Any:
+    # Only a cold cache needs the registry; a warm pinned build never imports it.
+    made: list[Any] = []
+
+    def factory() -> Any:
+        if not made:
+            made.append(_client_factory(registry))
+        return made[0]()
+
+    return factory
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pkgtool.assemble.lock import lock_file, unpinned
+    from pkgtool.errors import UsageError
+
+    paths = [Path(f) for f in args.files]
+    if args.strict:
+        loose = [(p, r) for p in paths for r in unpinned(p)]
+        if loose:
+            where = ", ".join(f"{p}:{r.line}: {r.ref}" for p, r in loose)
+            raise UsageError(f"{len(loose)} unpinned image reference(s): {where}")
+        return 0
+    resolve = _resolver(args)
+    for path in paths:
+        for old, new in lock_file(path, resolve):
+            print(f"{path}: {old} -> {new}")
+    return 0
+
+
+def _resolver(args: argparse.Namespace) -> Any:
+    """ref -> digest by pulling it into the cache (so the build that follows is warm)."""
+    from pkgtool import settings
+    from pkgtool.assemble.build import registry_fetcher
+    from pkgtool.oci.layout import Layout
+
+    layout = Layout(settings.cache_dir(args.cache_dir))
+    layout.ensure()
+    fetch = registry_fetcher(layout, _client_factory(args.registry), None)
+
+    def resolve(ref: str) -> str:
+        digest: str = fetch(ref).digest
+        return digest
+
+    return resolve

@@ -1,0 +1,1 @@
+"""Run built images: ``pkgtool run qemu``."""
