@@ -19,6 +19,12 @@ from pkgtool import __version__
 # Order here is the order in `pkgtool --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "cache",
+    "image",
+    "run",
+    "base",
+    "kernel",
+    "key",
+    "show_tag",
 )
 
 
