@@ -3,7 +3,8 @@
 The image's single layer holds, at its root::
 
     /kernel       the bootable image (x86 bzImage, arm64 Image, s390 image) — checked by magic
-    /kernel.tar   the modules as lib/modules/<release>/..., a deterministic tar
+    /kernel.tar   the modules as lib/modules/<release>/..., a deterministic tar, with the
+                  modules.dep/alias/... index that Debian's postinst would have made
     /System.map   as Debian ships it (a stub pointing at the -dbg package: Debian strips it)
     /config       the kernel's .config
     /vmlinux      amd64 only, when kernel.yml asks: the ELF unpacked from the bzImage
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from pkgtool.kernel import bzimage
 from pkgtool.kernel.deb import open_data_tar
 
 # Bump when the layout or how it is produced changes: it is part of the kernel tag.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"
 _SMALL_FILE_LIMIT = 256 * 1024 * 1024  # a single kernel/config/map file; Image is ~33 MB
 
 
@@ -166,12 +168,34 @@ def write_modules_tar(spool_root: Path, *, dirs: dict[str, int], files: dict[str
                     tf.addfile(info, f)
 
 
+def _index_modules(spool: _Spool, release: str, source: str) -> None:
+    """Run the host's ``depmod`` over the spooled modules.
+
+    Debian's .deb ships no ``modules.dep``: its postinst generates it on the installed
+    system.  A LinuxKit image has no postinst step, and ``modprobe`` without the index
+    cannot load anything, so make it here.  depmod's output depends only on the module
+    files (it sorts by modules.order), so the tar stays reproducible.
+    """
+    depmod = shutil.which("depmod") or next((p for p in ("/usr/sbin/depmod", "/sbin/depmod") if os.path.exists(p)), None)
+    if depmod is None:
+        raise KernelLayoutError("building a kernel image needs depmod, which is not installed: apt-get install kmod")
+    before = {p for p in (spool.root / "lib/modules" / release).iterdir()}
+    proc = subprocess.run([depmod, "--basedir", str(spool.root), release], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        detail = " ".join(proc.stderr.split())[-300:]
+        raise KernelLayoutError(f"{source}: depmod failed: {detail}")
+    for path in sorted((spool.root / "lib/modules" / release).iterdir()):
+        if path not in before and path.is_file():
+            spool.files[f"lib/modules/{release}/{path.name}"] = 0o644
+
+
 def build_kernel_layout(deb: Path, *, arch: str, epoch: int, vmlinux: bool, workdir: Path) -> KernelLayout:
     """Read ``deb`` and write the layout's files into ``workdir/image``."""
     spool = _Spool(root=workdir / "spool")
     spool.root.mkdir(parents=True)
     _spool_deb(deb, spool)
     release = _release(spool, deb.name)
+    _index_modules(spool, release, deb.name)
     kernel = spool.boot[f"vmlinuz-{release}"] if f"vmlinuz-{release}" in spool.boot else spool.boot[f"vmlinux-{release}"]
     bzimage.check_kernel_kind(kernel, arch=arch, source=f"{deb.name}: boot/vmlinuz-{release}")
 
