@@ -18,6 +18,7 @@ from pkgtool import __version__
 
 # Order here is the order in `pkgtool --help`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "build",
     "cache",
     "image",
     "run",

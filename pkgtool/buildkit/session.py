@@ -80,8 +80,9 @@ def transfer_options(metadata: Iterable[tuple[str, Any]]) -> dict[str, list[str]
 
 
 def walk_dir(root: Path, *, excludes: Sequence[str], includes: Sequence[str], followpaths: Sequence[str]) -> Iterator[WalkEntry]:
-    """The entries of one local dir in fsutil order, filtered the way BuildKit asked."""
-    from pkgtool.buildkit._minwalk import walk
+    """The entries of one local dir in fsutil order, filtered the way BuildKit asked
+    (.dockerignore patterns arrive as ``exclude-patterns``)."""
+    from pkgtool.fswalk import walk
 
     return walk(root, excludes=list(excludes), includes=list(includes), followpaths=list(followpaths))
 

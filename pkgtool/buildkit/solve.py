@@ -42,13 +42,21 @@ class TarExport:
 
 
 @dataclass(frozen=True)
+class OCIExport:
+    """The result as an OCI image-layout tar at ``dest`` (standalone buildkitd only:
+    dockerd 20.10 has no ``oci`` exporter)."""
+
+    dest: Path
+
+
+@dataclass(frozen=True)
 class LocalExport:
     """The result's root filesystem written into the directory ``dest``."""
 
     dest: Path
 
 
-Export = MobyExport | TarExport | LocalExport
+Export = MobyExport | TarExport | OCIExport | LocalExport
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,12 @@ class Builder:
             req.ExporterAttrs["name"] = export.name
         elif isinstance(export, TarExport):
             req.Exporter = "tar"
+            target_export = ExportTarget("tar", export.dest)
+        elif isinstance(export, OCIExport):
+            if self.address.kind == "dockerd":
+                raise PkgtoolError("dockerd's BuildKit has no oci exporter; use the moby exporter")
+            # Streams like `tar`: FileSend BytesMessage chunks of one tar file.
+            req.Exporter = "oci"
             target_export = ExportTarget("tar", export.dest)
         else:
             if export.dest.exists() and any(export.dest.iterdir()):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import tarfile
@@ -12,9 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import imagekit
+import basekit
 import pytest
-import requests
 
 from pkgtool.buildkit import (
     BuildCancelled,
@@ -28,8 +26,6 @@ from pkgtool.buildkit import (
     open_builder,
 )
 from pkgtool.errors import PkgtoolError
-from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import canonical_json
 
 pytestmark = pytest.mark.integration
 
@@ -46,43 +42,10 @@ def builder(docker_host: str) -> Iterator[Builder]:
 # ------------------------------------------------------------------------- a busybox base
 
 
-def _push_blob(registry: str, repo: str, digest: str, data: bytes) -> None:
-    base = f"http://{registry}/v2/{repo}/blobs"
-    if requests.head(f"{base}/{digest}", timeout=30).status_code == 200:
-        return
-    resp = requests.post(f"{base}/uploads/", timeout=30)
-    resp.raise_for_status()
-    location = requests.compat.urljoin(f"http://{registry}/", resp.headers["Location"])
-    sep = "&" if "?" in location else "?"
-    requests.put(f"{location}{sep}digest={digest}", data=data, timeout=60,
-                 headers={"Content-Type": "application/octet-stream"}).raise_for_status()
-
-
-def _push_manifest(registry: str, repo: str, ref: str, media_type: str, data: bytes) -> None:
-    requests.put(f"http://{registry}/v2/{repo}/manifests/{ref}", data=data, timeout=30,
-                 headers={"Content-Type": media_type}).raise_for_status()
-
-
 @pytest.fixture(scope="module")
 def busybox_base(registry: str) -> str:
     """A three-arch busybox image in the local registry (BuildKit resolves FROM there)."""
-    repo = "pkgtool-test/bk-busybox"
-    manifests = []
-    for arch in ARCHES:
-        links = [(f"bin/{tool}", "symlink", "busybox", 0o777) for tool in ("sh", "uname", "sleep", "echo", "cat")]
-        layer = imagekit.busybox_layer(arch, links)
-        blobs, index_desc = imagekit.image_blobs([layer], arch=arch, config={"Env": ["PATH=/bin"]})
-        index = json.loads(blobs[index_desc.digest])
-        man = index["manifests"][0]
-        for digest, data in blobs.items():
-            if digest != index_desc.digest and digest != man["digest"]:
-                _push_blob(registry, repo, digest, data)
-        _push_manifest(registry, repo, man["digest"], mediatypes.OCI_MANIFEST, blobs[man["digest"]])
-        manifests.append(man)
-    index_bytes = canonical_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": manifests})
-    tag = hashlib.sha256(index_bytes).hexdigest()[:16]
-    _push_manifest(registry, repo, tag, mediatypes.OCI_INDEX, index_bytes)
-    return f"{registry}/{repo}:{tag}"
+    return basekit.push_busybox_base(registry).tagged
 
 
 # ------------------------------------------------------------------------- helpers

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from pkgtool.buildkit import filesync
-from pkgtool.buildkit._minwalk import walk
 from pkgtool.buildkit.filesync import (
     GO_MODE_CHAR_DEVICE,
     GO_MODE_DEVICE,
@@ -32,6 +31,7 @@ from pkgtool.buildkit.filesync import (
     posix_mode,
 )
 from pkgtool.errors import PkgtoolError
+from pkgtool.fswalk import walk
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,109 @@
+"""One package for one arch: a BuildKit solve, then a reproducible re-pack into the cache.
+
+dockerd 20.10's BuildKit can only export an image into dockerd's own store (``moby``), one
+platform per solve, so there the result is exported under a throw-away name, streamed out
+with the Docker SDK's ``save`` (a docker-archive tar), re-packed, and the name removed.  A
+standalone buildkitd exports an OCI layout tar straight to us through the session.
+Either way the bytes pass through :func:`pkgtool.oci.repack.repack_archive`, which gives
+the same manifest digest for the same file systems whatever builder made them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pkgtool.build import PACKAGE_EPOCH
+from pkgtool.buildkit import Builder, MobyExport, OCIExport
+from pkgtool.buildkit.status import StatusCallback
+from pkgtool.errors import PkgtoolError
+from pkgtool.oci.descriptor import Platform
+from pkgtool.oci.layout import Layout
+from pkgtool.oci.repack import RepackedImage, repack_archive
+from pkgtool.spec.graph import Package
+
+_DOCKER_TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class ArchBuild:
+    arch: str
+    image: RepackedImage
+    seconds: float
+    bytes_sent: int  # context bytes BuildKit asked for (0: it reused its last transfer)
+
+
+def _network(package: Package) -> str | None:
+    # build.yml `network: false` (the default) forbids network access in RUN steps.
+    return None if package.spec.network else "none"
+
+
+def build_arch(
+    builder: Builder,
+    package: Package,
+    arch: str,
+    *,
+    layout: Layout,
+    build_args: Mapping[str, str],
+    labels: Mapping[str, str],
+    on_status: StatusCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> ArchBuild:
+    """Build ``package`` for ``arch`` and store the re-packed image in ``layout``."""
+    spec = package.spec
+    platform = f"linux/{arch}"
+    start = time.monotonic()
+    solve: dict[str, Any] = {
+        "context": spec.dir,
+        "dockerfile": spec.dockerfile_path,
+        "platform": platform,
+        "build_args": build_args,
+        "network": _network(package),
+        "no_cache": spec.disable_cache,
+        "on_status": on_status,
+        "cancel": cancel,
+    }
+    repack: dict[str, Any] = {
+        "source_date_epoch": PACKAGE_EPOCH,
+        "labels": labels,
+        "platform": Platform("linux", arch),
+    }
+    if builder.address.kind == "dockerd":
+        image, sent = _via_dockerd(builder, solve, repack, layout)
+    else:
+        with tempfile.TemporaryDirectory(prefix="pkgtool-oci-") as tmp:
+            dest = Path(tmp) / "image.tar"
+            result = builder.solve_dockerfile(export=OCIExport(dest), **solve)
+            image, sent = repack_archive(dest, layout, **repack), result.bytes_sent
+    return ArchBuild(arch=arch, image=image, seconds=time.monotonic() - start, bytes_sent=sent)
+
+
+def _via_dockerd(builder: Builder, solve: dict[str, Any], repack: dict[str, Any], layout: Layout) -> tuple[RepackedImage, int]:
+    import docker
+    import docker.errors
+
+    # A unique name: concurrent builds of the same package (other processes, other arches)
+    # must never save each other's result.
+    name = f"pkgtool-build/{secrets.token_hex(8)}:latest"
+    result = builder.solve_dockerfile(export=MobyExport(name), **solve)
+    client = docker.DockerClient(base_url=builder.address.url, timeout=_DOCKER_TIMEOUT)
+    try:
+        try:
+            chunks = client.images.get(name).save(named=True)
+            image = repack_archive(chunks, layout, image=name, **repack)
+        except docker.errors.DockerException as exc:
+            raise PkgtoolError(f"cannot read the built image back from dockerd: {exc}") from None
+        finally:
+            # BuildKit keeps its own cache; the image-store copy is only a hand-off.
+            with contextlib.suppress(docker.errors.DockerException):
+                client.images.remove(name, force=True)
+    finally:
+        client.close()
+    return image, result.bytes_sent

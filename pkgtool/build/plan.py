@@ -1,0 +1,230 @@
+"""What a build run has to do: which packages, which arches, and why.
+
+Only the registry (or, with ``--no-push``, the local cache) is consulted, never BuildKit,
+so planning costs one manifest GET per package (plus one HEAD per arch that the index
+lacks) and imports nothing heavier than the HTTP client.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pkgtool import gitstate
+from pkgtool.errors import PkgtoolError, UsageError
+from pkgtool.oci import mediatypes
+from pkgtool.oci.descriptor import Descriptor, Platform
+from pkgtool.spec.graph import Package, PackageGraph, repository_name
+from pkgtool.spec.package import (
+    VALID_ARCHES,
+    dockerfile_from_refs,
+    merge_build_args,
+    normalize_arch,
+)
+
+if TYPE_CHECKING:
+    from pkgtool.oci.layout import Layout
+    from pkgtool.oci.registry import RegistryClient
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything ``pkgtool build`` was asked, resolved to values."""
+
+    registry: str
+    platforms: tuple[str, ...] | None = None  # arches; None: each package's own
+    force: bool = False
+    push: bool = True
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    allow_dirty: bool = False
+    builder: str | None = None
+    jobs: int = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    """One package of the run and the arches it needs built now."""
+
+    package: Package
+    wanted: tuple[str, ...]  # arches the index must list after this run
+    build: tuple[str, ...]  # arches to build now (empty: up to date)
+    reuse: Mapping[str, Descriptor]  # arch -> manifest already in the registry, kept as is
+    reason: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.build and not self.index_missing
+
+    @property
+    def index_missing(self) -> bool:
+        """Every arch is there but the index is not (an earlier run stopped in between)."""
+        return self.reason.startswith("index missing")
+
+    @property
+    def dir(self) -> Path:
+        return self.package.dir
+
+
+def parse_platforms(value: str | None) -> tuple[str, ...] | None:
+    """``linux/amd64,arm64`` -> ``("amd64", "arm64")``; None when not given."""
+    if value is None:
+        return None
+    out: list[str] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        arch = normalize_arch(item)
+        if arch is None or (item.count("/") > 1):
+            raise UsageError(f"--platforms: unknown platform {item!r} (valid: {', '.join('linux/' + a for a in VALID_ARCHES)})")
+        if arch not in out:
+            out.append(arch)
+    if not out:
+        raise UsageError("--platforms: no platform given")
+    return tuple(out)
+
+
+def wanted_arches(package: Package, platforms: Sequence[str] | None) -> tuple[str, ...]:
+    """The package's arches, narrowed to ``--platforms`` when given (build.yml order)."""
+    if platforms is None:
+        return package.spec.arches
+    return tuple(a for a in package.spec.arches if a in platforms)
+
+
+def check_pushable(graph: PackageGraph, options: BuildOptions) -> None:
+    """A ``-dirty`` tag names sources nobody else can rebuild: refuse to publish it."""
+    if not options.push or options.allow_dirty:
+        return
+    dirty = [p for p in graph.packages if p.dirty]
+    if dirty:
+        names = ", ".join(display(graph, p) for p in dirty)
+        raise UsageError(
+            f"uncommitted changes in {names} (tag suffix {gitstate.DIRTY_SUFFIX}): commit them, "
+            "or pass --allow-dirty to push anyway, or --no-push to keep the build local"
+        )
+
+
+def check_dependency_pins(graph: PackageGraph, options: BuildOptions) -> None:
+    """A Dockerfile that uses an in-repo package must name that package's current tag.
+
+    Otherwise the dependent would be re-tagged for the new dependency but built from the old
+    one: exactly the silent staleness LinuxKit users complain about.
+    """
+    by_name = {p.spec.name: p for p in graph.packages}
+    for package in graph.packages:
+        spec = package.spec
+        args = merge_build_args(spec, options.build_args)
+        text = spec.dockerfile_path.read_text(encoding="utf-8", errors="replace")
+        for arch in spec.arches:
+            for ref in dockerfile_from_refs(text, build_args=args, target_arch=arch):
+                dep = by_name.get(repository_name(ref))
+                if dep is None or dep.dir == package.dir:
+                    continue
+                tag = _ref_tag(ref)
+                if tag is not None and tag != dep.tag:
+                    raise UsageError(
+                        f"{display(graph, package)}/{spec.dockerfile}: uses {dep.spec.name}:{tag}, but "
+                        f"{display(graph, dep)} is now {dep.spec.name}:{dep.tag}; run "
+                        "`pkgtool update-hashes` to build it and re-pin its dependents"
+                    )
+
+
+def _ref_tag(ref: str) -> str | None:
+    name = ref.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[colon + 1:] if colon > slash else None
+
+
+def display(graph: PackageGraph, package: Package) -> str:
+    """How a package is named in messages: its directory relative to the repository."""
+    try:
+        return package.dir.relative_to(graph.repo_root).as_posix() or "."
+    except ValueError:
+        return str(package.dir)
+
+
+def plan_registry(graph: PackageGraph, options: BuildOptions, client: RegistryClient) -> list[Target]:
+    """Targets for a pushing build: what the registry lacks at each package's tag."""
+    targets = []
+    for package in graph.packages:
+        wanted = wanted_arches(package, options.platforms)
+        if not wanted:
+            targets.append(Target(package, (), (), {}, "no requested platform is in its arches"))
+            continue
+        repository = package.spec.name
+        if options.force:
+            targets.append(Target(package, wanted, wanted, {}, "--force"))
+            continue
+        index = client.get_manifest_or_none(repository, package.tag)
+        listed: dict[str, Descriptor] = {}
+        if index is not None and index.is_index:
+            for child in index.manifests:
+                if child.platform is not None and child.platform.os == "linux":
+                    listed.setdefault(child.platform.architecture, child)
+        missing = [a for a in wanted if a not in listed]
+        if not missing:
+            targets.append(Target(package, wanted, (), listed, "up to date"))
+            continue
+        # Arches pushed by an earlier run (or another machine) whose index never got written.
+        reuse = dict(listed)
+        for arch in missing:
+            found = client.head_manifest(repository, f"{package.tag}-{arch}")
+            if found is not None and found.media_type in mediatypes.MANIFEST_TYPES:
+                reuse[arch] = Descriptor(found.media_type, found.digest, found.size, platform=Platform("linux", arch))
+        build = tuple(a for a in wanted if a not in reuse)
+        if not build:
+            reason = "index missing (every arch is pushed)"
+        elif index is None:
+            reason = "not in the registry" if len(build) == len(wanted) else f"missing {', '.join(build)}"
+        else:
+            reason = f"index lacks {', '.join(build)}"
+        targets.append(Target(package, wanted, build, reuse, reason))
+    return targets
+
+
+def local_name(registry: str, package: Package, arch: str | None = None) -> str:
+    """The ref name under which ``--no-push`` keeps a build in the cache."""
+    suffix = f"-{arch}" if arch else ""
+    return f"{registry}/{package.spec.name}:{package.tag}{suffix}"
+
+
+def plan_local(graph: PackageGraph, options: BuildOptions, layout: Layout) -> list[Target]:
+    """Targets for ``--no-push``: what the local cache lacks."""
+    targets = []
+    for package in graph.packages:
+        wanted = wanted_arches(package, options.platforms)
+        if options.force:
+            targets.append(Target(package, wanted, wanted, {}, "--force"))
+            continue
+        have = {a: d for a in wanted if (d := layout.resolve(local_name(options.registry, package, a))) is not None}
+        build = tuple(a for a in wanted if a not in have)
+        reason = "up to date" if not build else ("not in the cache" if not have else f"cache lacks {', '.join(build)}")
+        if not build and layout.resolve(local_name(options.registry, package)) is None:
+            reason = "index missing (every arch is cached)"
+        targets.append(Target(package, wanted, build, have, reason))
+    return targets
+
+
+def cpu_jobs() -> int:
+    """Default number of packages built at once: arches of one package already run in
+    parallel, so more than a couple of packages at a time only thrashes 2-core machines."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2 + 1))
+
+
+def check_local_dependencies(graph: PackageGraph, targets: Sequence[Target], client: RegistryClient) -> None:
+    """With ``--no-push`` every dependency must already be in the registry: BuildKit resolves
+    ``FROM`` through a registry, never through pkgtool's local cache."""
+    building = {t.package.dir for t in targets if t.build}
+    for target in targets:
+        if not target.build:
+            continue
+        for dep_dir in target.package.deps:
+            dep = graph.get(dep_dir)
+            if dep.dir in building or client.head_manifest(dep.spec.name, dep.tag) is None:
+                raise PkgtoolError(
+                    f"{display(graph, target.package)} depends on {display(graph, dep)} "
+                    f"({dep.spec.name}:{dep.tag}), which is not in the registry: BuildKit pulls FROM "
+                    f"images from a registry, so build {display(graph, dep)} without --no-push first"
+                )

@@ -1,0 +1,311 @@
+"""Running a build: packages in dependency order, arches in parallel, all-or-nothing pushes.
+
+* Packages are built level by level (:meth:`PackageGraph.levels`): a package starts only
+  when everything it depends on is in the registry; packages of one level run at once, up
+  to ``--jobs``, and each runs its arches at once.
+* A package's arches are pushed only after all of them built, and its index only after all
+  of them are pushed, so a failure or Ctrl-C leaves nothing half-published.
+* The first failure (or Ctrl-C) cancels every running solve; the error that caused it is
+  the one reported.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pkgtool.build import REGISTRY_ARG
+from pkgtool.build.plan import BuildOptions, Target, display, local_name
+from pkgtool.errors import PkgtoolError
+from pkgtool.oci.descriptor import Descriptor
+from pkgtool.oci.reference import parse_reference
+from pkgtool.progress import Progress
+from pkgtool.spec.graph import Package, PackageGraph
+from pkgtool.spec.package import dockerfile_from_refs, merge_build_args
+
+if TYPE_CHECKING:
+    from pkgtool.build.arch import ArchBuild
+    from pkgtool.buildkit import Builder
+    from pkgtool.oci.layout import Layout
+    from pkgtool.oci.registry import RegistryClient
+
+CONFIG_LABEL = "org.mobyproject.config"
+
+
+class BuildInterrupted(PkgtoolError):
+    """Ctrl-C during a build: every solve was cancelled and nothing more was pushed."""
+
+    exit_code = 130
+
+
+@dataclass
+class PackageResult:
+    """What happened to one package in this run."""
+
+    package: Package
+    ref: str  # REGISTRY/ORG/IMAGE:TAG
+    digest: str = ""  # the index digest
+    built: tuple[str, ...] = ()
+    manifests: dict[str, Descriptor] = field(default_factory=dict)  # arch -> manifest
+    arch_builds: dict[str, ArchBuild] = field(default_factory=dict)
+    base_images: dict[str, str] = field(default_factory=dict)  # ref as written -> digest
+    build_args: dict[str, str] = field(default_factory=dict)
+    started: datetime.datetime | None = None
+    finished: datetime.datetime | None = None
+    invocation_id: str = ""
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.ref}@{self.digest}" if self.digest else self.ref
+
+
+def image_labels(package: Package) -> dict[str, str]:
+    """Labels set on every arch's config at re-pack time (after BuildKit, so a new commit
+    does not invalidate BuildKit's cache): build.yml's ``labels``, OCI source/revision/version,
+    and build.yml's ``config`` as LinuxKit's ``org.mobyproject.config``."""
+    labels = dict(package.spec.labels)
+    labels["org.opencontainers.image.version"] = package.tag
+    if package.git is not None:
+        if package.git.source_url:
+            labels["org.opencontainers.image.source"] = package.git.source_url
+        if package.git.revision:
+            labels["org.opencontainers.image.revision"] = package.git.revision
+    config = package.spec.config_label()
+    if config is not None:
+        labels[CONFIG_LABEL] = config
+    return labels
+
+
+def solve_build_args(package: Package, options: BuildOptions) -> dict[str, str]:
+    """build.yml's buildArgs, ``--build-arg`` on top, and the registry for FROM lines."""
+    args = merge_build_args(package.spec, options.build_args)
+    args.setdefault(REGISTRY_ARG, options.registry)
+    return args
+
+
+def resolve_base_images(package: Package, args: Mapping[str, str], client: RegistryClient) -> dict[str, str]:
+    """Every image the Dockerfile pulls (for any of its arches), resolved to a digest now.
+
+    Fails before any solve starts when one is missing, with the reference as written.
+    """
+    text = package.spec.dockerfile_path.read_text(encoding="utf-8", errors="replace")
+    refs: list[str] = []
+    for arch in package.spec.arches:
+        for found_ref in dockerfile_from_refs(text, build_args=args, target_arch=arch):
+            if found_ref not in refs:
+                refs.append(found_ref)
+    resolved: dict[str, str] = {}
+    for written in refs:
+        ref = parse_reference(written)
+        found = client.for_registry(ref.registry).head_manifest(ref.repository, ref.locator)
+        if found is None:
+            raise PkgtoolError(f"{package.spec.dockerfile_path}: FROM {written}: not found in registry {ref.registry}")
+        resolved[written] = found.digest
+    return resolved
+
+
+class BuildRun:
+    """One ``pkgtool build`` invocation's execution (after planning)."""
+
+    def __init__(self, graph: PackageGraph, options: BuildOptions, *, progress: Progress, layout: Layout,
+                 client: RegistryClient, builder_factory: Callable[[], Builder]) -> None:
+        self.graph = graph
+        self.options = options
+        self.progress = progress
+        self.layout = layout
+        self.client = client
+        self._builder_factory = builder_factory
+        self._builder: Builder | None = None
+        self._builder_lock = threading.Lock()
+        self.cancel = threading.Event()
+        self._failure: BaseException | None = None
+        self._failure_lock = threading.Lock()
+
+    # -- the builder, opened once, only when something needs building --------------------
+    def builder(self) -> Builder:
+        with self._builder_lock:
+            if self._builder is None:
+                self._builder = self._builder_factory()
+            return self._builder
+
+    def close(self) -> None:
+        if self._builder is not None:
+            self._builder.close()
+
+    def check_platforms(self, targets: Sequence[Target]) -> None:
+        needed = sorted({f"linux/{a}" for t in targets for a in t.build})
+        if not needed:
+            return
+        builder = self.builder()
+        have = set(builder.platforms())
+        missing = [p for p in needed if p not in have]
+        if missing:
+            raise PkgtoolError(
+                f"BuildKit at {builder.address} cannot build for {', '.join(missing)} (it offers "
+                f"{', '.join(sorted(have)) or 'nothing'}); register qemu binfmt handlers with `scripts/stack up`"
+            )
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, targets: Sequence[Target]) -> list[PackageResult]:
+        by_dir = {t.dir: t for t in targets}
+        results: dict[Path, PackageResult] = {}
+        try:
+            for level in self.graph.levels():
+                todo = [by_dir[p.dir] for p in level if p.dir in by_dir]
+                self._run_level(todo, results)
+        finally:
+            self.close()
+        return [results[t.dir] for t in targets if t.dir in results]
+
+    def _run_level(self, todo: Sequence[Target], results: dict[Path, PackageResult]) -> None:
+        jobs = max(1, self.options.jobs)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pkg") as pool:
+            futures = {pool.submit(self._one_package, t): t for t in todo}
+            try:
+                pending = set(futures)
+                while pending:
+                    # A timeout keeps the main thread responsive to Ctrl-C.
+                    done, pending = concurrent.futures.wait(pending, timeout=0.2)
+                    for future in done:
+                        try:
+                            results[futures[future].dir] = future.result()
+                        except BaseException as exc:
+                            self._fail(exc)
+            except KeyboardInterrupt:
+                self.cancel.set()
+                concurrent.futures.wait(futures)
+                raise BuildInterrupted("interrupted: every running build was cancelled; "
+                                       "nothing of the unfinished packages was pushed") from None
+        if self._failure is not None:
+            raise self._failure
+
+    def _fail(self, exc: BaseException) -> None:
+        from pkgtool.buildkit import BuildCancelled
+
+        with self._failure_lock:
+            # Cancellations we caused ourselves are not the story; the first real error is.
+            if self._failure is None or (isinstance(self._failure, BuildCancelled) and not isinstance(exc, BuildCancelled)):
+                self._failure = exc
+        self.cancel.set()
+
+    def _one_package(self, target: Target) -> PackageResult:
+        package = target.package
+        name = display(self.graph, package)
+        ref = f"{self.options.registry}/{package.spec.name}:{package.tag}"
+        result = PackageResult(package=package, ref=ref, manifests=dict(target.reuse))
+        if target.up_to_date:
+            if target.wanted:
+                result.digest = self._current_digest(package)
+            self.progress.message(f"{package.ref} is up to date ({', '.join(target.wanted) or 'no arch requested'})", group=name)
+            return result
+        if self.cancel.is_set():
+            raise BuildInterrupted(f"{name}: not started")
+        result.started = datetime.datetime.now(datetime.UTC)
+        result.invocation_id = secrets.token_hex(16)
+        args = solve_build_args(package, self.options)
+        result.build_args = {k: v for k, v in args.items() if k != REGISTRY_ARG}
+        if target.build:
+            result.base_images = resolve_base_images(package, args, self.client)
+            self.progress.message(f"building {package.ref} for {', '.join(target.build)} ({target.reason})", group=name)
+            builds = self._build_arches(target, args)
+            result.arch_builds = builds
+            result.built = target.build
+            for arch, build in builds.items():
+                result.manifests[arch] = build.image.manifest
+        if self.cancel.is_set():
+            raise BuildInterrupted(f"{name}: cancelled before pushing")
+        result.digest = self._publish(target, result).digest
+        result.finished = datetime.datetime.now(datetime.UTC)
+        took = (result.finished - result.started).total_seconds()
+        self.progress.message(f"{result.pinned} ({took:.1f}s)", group=name)
+        return result
+
+    def _current_digest(self, package: Package) -> str:
+        if self.options.push:
+            found = self.client.head_manifest(package.spec.name, package.tag)
+        else:
+            found = self.layout.resolve(local_name(self.options.registry, package))
+        return found.digest if found is not None else ""
+
+    def _build_arches(self, target: Target, args: Mapping[str, str]) -> dict[str, ArchBuild]:
+        from pkgtool.build.arch import build_arch
+        from pkgtool.buildkit.status import progress_callback
+
+        builder = self.builder()
+        package = target.package
+        labels = image_labels(package)
+
+        def one(arch: str) -> ArchBuild:
+            group = f"{package.spec.image} {arch}"
+            return build_arch(builder, package, arch, layout=self.layout, build_args=args, labels=labels,
+                              on_status=progress_callback(self.progress, group), cancel=self.cancel)
+
+        out: dict[str, ArchBuild] = {}
+        errors: list[BaseException] = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(target.build), thread_name_prefix="arch") as pool:
+            futures = {pool.submit(one, arch): arch for arch in target.build}
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    out[futures[future]] = future.result()
+                except BaseException as exc:
+                    errors.append(exc)
+                    self._show_failure(exc)
+                    self.cancel.set()  # the other arches (and packages) stop too
+        if errors:
+            real = [e for e in errors if type(e).__name__ != "BuildCancelled"]
+            raise (real or errors)[0]
+        return {arch: out[arch] for arch in target.build}
+
+    def _show_failure(self, exc: BaseException) -> None:
+        from pkgtool.buildkit import BuildError
+
+        if isinstance(exc, BuildError) and exc.log_tail:
+            lines = [line for line in exc.log_tail if line.strip()][-12:]
+            self.progress.message(f"{exc.platform}: step {exc.step!r} failed; its last output:\n    "
+                                  + "\n    ".join(lines))
+
+    def _publish(self, target: Target, result: PackageResult) -> Descriptor:
+        from pkgtool.build.publish import push_arch_manifest, push_index, store_local
+
+        package = target.package
+        if not self.options.push:
+            names = {a: local_name(self.options.registry, package, a) for a in result.manifests}
+            return store_local(self.layout, name=local_name(self.options.registry, package),
+                               ours=result.manifests, arch_names=names)
+        for arch in target.build:
+            if self.cancel.is_set():
+                raise BuildInterrupted(f"{display(self.graph, package)}: cancelled before pushing")
+            push_arch_manifest(self.client, self.layout, repository=package.spec.name, tag=package.tag,
+                               arch=arch, manifest=result.manifests[arch])
+        return push_index(self.client, repository=package.spec.name, tag=package.tag, ours=result.manifests)
+
+
+def describe(targets: Sequence[Target], graph: PackageGraph) -> list[str]:
+    """``--dry-run`` lines: what would be built, and why."""
+    lines = []
+    for target in targets:
+        name = display(graph, target.package)
+        if target.up_to_date:
+            lines.append(f"{name}: {target.package.ref}: up to date")
+        elif not target.build:
+            lines.append(f"{name}: {target.package.ref}: would push the index ({target.reason})")
+        else:
+            lines.append(f"{name}: {target.package.ref}: would build {', '.join('linux/' + a for a in target.build)} ({target.reason})")
+    return lines
+
+
+def json_ready(result: PackageResult) -> dict[str, Any]:
+    """A result as plain data (``--progress=json`` summary lines)."""
+    return {
+        "package": str(result.package.dir),
+        "ref": result.ref,
+        "digest": result.digest,
+        "built": list(result.built),
+        "manifests": {arch: d.digest for arch, d in sorted(result.manifests.items())},
+    }

@@ -1,0 +1,121 @@
+"""`pkgtool build PKGDIR...` and `pkgtool manifest PKGDIR...`: package builds through BuildKit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "build",
+        help="build packages for every arch, push per-arch images and a multi-arch index",
+        description="Build each package (a directory with build.yml and a Dockerfile) through BuildKit "
+        "for every arch in its build.yml, re-pack each arch reproducibly, push ORG/IMAGE:TAG-ARCH and "
+        "then the index ORG/IMAGE:TAG (TAG is the content hash: `pkgtool show-tag`). Packages are built "
+        "in dependency order, independent ones in parallel. A package already in the registry is "
+        "skipped after one registry request.",
+    )
+    parser.add_argument("packages", nargs="*", metavar="PKGDIR", help="package directory (holds build.yml)")
+    parser.add_argument("--all", metavar="DIR", dest="all_under", default=None,
+                        help="also build every package below DIR (e.g. --all pkg/)")
+    parser.add_argument("--platforms", metavar="P1,P2", default=None,
+                        help="only these platforms (linux/amd64,linux/arm64,...); default: each package's arches")
+    parser.add_argument("--force", action="store_true", help="build and push even if the registry has the tag")
+    parser.add_argument("--no-push", dest="push", action="store_false",
+                        help="keep the result in the local cache instead of pushing it")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a build arg for every package (part of the content hash); repeatable")
+    parser.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "json"),
+                        help="progress output (default auto: live on a terminal, plain lines otherwise)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be built and why, then stop")
+    parser.add_argument("--builder", metavar="ADDR", default=None,
+                        help="BuildKit to use: unix://PATH or tcp://HOST:PORT for a standalone buildkitd "
+                        "(default: $BUILDKIT_HOST, else the Docker daemon's built-in BuildKit)")
+    parser.add_argument("--registry", metavar="HOST[:PORT]", default=None,
+                        help="registry to push to and pull bases from (default: $PKGTOOL_REGISTRY or 127.0.0.1:5000)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="push even if git sees uncommitted changes (the tag gets a -dirty suffix)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="packages built at once (default: a small number for this machine)")
+    parser.set_defaults(func=cmd_build)
+
+    manifest = sub.add_parser(
+        "manifest",
+        help="rebuild a package's multi-arch index from the per-arch tags in the registry",
+        description="For each package, find ORG/IMAGE:TAG-ARCH for its arches in the registry and "
+        "write (merge) the index ORG/IMAGE:TAG from them.",
+    )
+    manifest.add_argument("packages", nargs="+", metavar="PKGDIR")
+    manifest.add_argument("--registry", metavar="HOST[:PORT]", default=None)
+    manifest.set_defaults(func=cmd_manifest)
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from pkgtool import settings
+    from pkgtool.build.plan import BuildOptions, cpu_jobs, parse_platforms
+    from pkgtool.errors import UsageError
+    from pkgtool.spec.package import parse_build_arg_flags
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    return BuildOptions(
+        registry=settings.registry(args.registry),
+        platforms=parse_platforms(args.platforms),
+        force=args.force,
+        push=args.push,
+        build_args=parse_build_arg_flags(args.build_arg),
+        allow_dirty=args.allow_dirty,
+        builder=args.builder,
+        jobs=args.jobs or cpu_jobs(),
+    )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import json
+
+    from pkgtool import settings
+    from pkgtool.build.api import execute, make_plan, package_dirs
+    from pkgtool.build.run import describe, json_ready
+    from pkgtool.progress import Progress
+
+    options = _options(args)
+    plan = make_plan(package_dirs(args.packages, all_under=args.all_under), options,
+                     cache_dir=settings.cache_dir(args.cache_dir))
+    for directory, reason in plan.graph.skipped:
+        print(f"pkgtool: warning: {directory}: skipped while looking for dependencies: {reason}", file=sys.stderr)
+    if args.dry_run:
+        for line in describe(plan.targets, plan.graph):
+            print(line)
+        return 0
+    with Progress(args.progress) as progress:
+        results = execute(plan, progress=progress)
+    for result in results:
+        if not result.digest:
+            continue
+        if args.progress == "json":
+            print(json.dumps(json_ready(result), sort_keys=True))
+        else:
+            print(result.pinned)
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pkgtool import settings
+    from pkgtool.build.publish import rebuild_index
+    from pkgtool.oci.registry import RegistryClient
+    from pkgtool.spec.graph import load_graph
+
+    registry = settings.registry(args.registry)
+    graph = load_graph([Path(p) for p in args.packages])
+    client = RegistryClient(registry)
+    for directory in args.packages:
+        package = graph.get(Path(directory))
+        descriptor, found = rebuild_index(client, repository=package.spec.name, tag=package.tag,
+                                          arches=package.spec.arches)
+        print(f"{registry}/{package.ref}@{descriptor.digest}")
+        print(f"pkgtool: {package.ref}: index lists {', '.join(found)}", file=sys.stderr)
+    return 0
