@@ -25,7 +25,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "base",
     "kernel",
     "key",
+    "sign", "verify", "intoto",
     "show_tag",
+    "pin",
 )
 
 

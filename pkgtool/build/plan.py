@@ -123,10 +123,10 @@ def check_dependency_pins(graph: PackageGraph, options: BuildOptions) -> None:
                 if dep is None or dep.dir == package.dir:
                     continue
                 tag = _ref_tag(ref)
-                if tag is not None and tag != dep.tag:
+                if tag is not None and tag not in (dep.tag, dep.clean_tag):
                     raise UsageError(
                         f"{display(graph, package)}/{spec.dockerfile}: uses {dep.spec.name}:{tag}, but "
-                        f"{display(graph, dep)} is now {dep.spec.name}:{dep.tag}; run "
+                        f"{display(graph, dep)} is now {dep.spec.name}:{dep.clean_tag}; run "
                         "`pkgtool update-hashes` to build it and re-pin its dependents"
                     )
 

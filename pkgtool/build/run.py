@@ -66,16 +66,19 @@ class PackageResult:
 
 
 def image_labels(package: Package) -> dict[str, str]:
-    """Labels set on every arch's config at re-pack time (after BuildKit, so a new commit
-    does not invalidate BuildKit's cache): build.yml's ``labels``, OCI source/revision/version,
-    and build.yml's ``config`` as LinuxKit's ``org.mobyproject.config``."""
+    """Labels set on every arch's config at re-pack time: build.yml's ``labels`` (where a
+    package names its ``org.opencontainers.image.source``), the version (the clean tag), and
+    build.yml's ``config`` as LinuxKit's ``org.mobyproject.config``.
+
+    Nothing from git goes into the image.  A revision label would give every commit a new
+    digest for unchanged content, a clone URL would make digests depend on where the
+    checkout came from, and a dirty work tree could never produce the digest its committed
+    form will: the digest pins that ``update-hashes`` writes would all go stale.  The source
+    repository and revision are recorded in the signed SLSA provenance instead, which is
+    where an auditor looks for them.
+    """
     labels = dict(package.spec.labels)
-    labels["org.opencontainers.image.version"] = package.tag
-    if package.git is not None:
-        if package.git.source_url:
-            labels["org.opencontainers.image.source"] = package.git.source_url
-        if package.git.revision:
-            labels["org.opencontainers.image.revision"] = package.git.revision
+    labels["org.opencontainers.image.version"] = package.clean_tag
     config = package.spec.config_label()
     if config is not None:
         labels[CONFIG_LABEL] = config

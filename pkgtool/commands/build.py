@@ -91,8 +91,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 0
     with Progress(args.progress) as progress:
         results = execute(plan, progress=progress)
+    requested = set(plan.graph.requested)
+    # stdout: one pinned reference per package asked for (dependencies are on stderr).
     for result in results:
-        if not result.digest:
+        if not result.digest or result.package.dir not in requested:
             continue
         if args.progress == "json":
             print(json.dumps(json_ready(result), sort_keys=True))

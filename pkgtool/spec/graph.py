@@ -58,6 +58,13 @@ class Package:
         return self.spec.dir
 
     @property
+    def clean_tag(self) -> str:
+        """The tag without the ``-dirty`` suffix: what the tag will be once the sources are
+        committed.  Pins name it, because the image (which carries nothing from git) is the
+        same either way."""
+        return self.spec.render_tag(self.content_hash)
+
+    @property
     def ref(self) -> str:
         """``ORG/IMAGE:TAG`` (no registry)."""
         return f"{self.spec.name}:{self.tag}"
@@ -196,7 +203,7 @@ class _Resolver:
         stack.pop()
         digest = hashing.content_hash(
             spec,
-            dep_tags={d.spec.name: d.tag for d in dep_packages},
+            dep_tags={d.spec.name: d.clean_tag for d in dep_packages},  # dirtiness is the suffix, not the hash
             build_args=self.build_args,
             stat_cache_dir=self.stat_cache_dir,
         )
