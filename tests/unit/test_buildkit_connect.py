@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_committed_stubs_match_make_protos(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
     out = tmp_path / "gen"
     out.mkdir()
-    subprocess.run(["make", "-s", "protos", f"GEN_DIR={out}"], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(["make", "-s", "protos", f"GEN_DIR={out}", f"PYTHON={sys.executable}"], cwd=REPO, check=True, capture_output=True)
     committed = REPO / "pkgtool" / "buildkit" / "_gen"
     generated = sorted(p.name for p in out.iterdir())
     assert generated == sorted(p.name for p in committed.iterdir() if p.name != "__init__.py" and p.is_file())
