@@ -11,6 +11,10 @@ byte for byte (mmdebstrap clamps mtimes, sorts the tar and removes logs and cach
 carry timestamps).  The mirrors are mmdebstrap's defaults for a Debian suite: SUITE,
 SUITE-updates and SUITE-security on deb.debian.org.
 
+Maintainer scripts that write random bytes (openssh-server's postinst generates host keys)
+would make two bootstraps differ: the recipe's ``remove:`` globs are deleted from the chroot
+in a customize hook, before the tar is written.
+
 Resolving (``pkgtool base lock``, and the pre-flight of ``build``) uses ``--simulate
 --verbose``: apt prints ``Inst NAME (VERSION ...)`` for each package it would install,
 without downloading or unpacking anything (about 5 s instead of 1-5 min).  After a real
@@ -115,6 +119,16 @@ def resolve(recipe: BaseRecipe, arch: str) -> dict[str, str]:
     return versions
 
 
+def remove_hooks(recipe: BaseRecipe) -> tuple[str, ...]:
+    """Customize hooks deleting the recipe's ``remove:`` paths from the chroot.
+
+    The patterns were validated to be absolute and free of shell metacharacters other than
+    glob characters, so they are left unquoted on purpose: the shell expands the globs inside
+    the chroot ("$1"); ``rm -f`` ignores a pattern that matches nothing.
+    """
+    return tuple(f'rm -rf -- "$1"{pattern}' for pattern in recipe.remove)
+
+
 def bootstrap(recipe: BaseRecipe, arch: str, out: Path) -> Bootstrap:
     """Bootstrap ``arch`` into the tar ``out`` (written atomically) and read back its package set."""
     _require_tools(arch)
@@ -123,10 +137,11 @@ def bootstrap(recipe: BaseRecipe, arch: str, out: Path) -> Bootstrap:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".bootstrap-{arch}-") as tmp:
         versions_file = Path(tmp) / "versions"
         tmp_tar = Path(tmp) / "rootfs.tar"
-        # Runs on the host after the last package is configured: "$1" is the chroot.
+        # Run on the host after the last package is configured: "$1" is the chroot.
         hook = ('dpkg-query --admindir="$1/var/lib/dpkg" -W -f=\'${Package} ${Version}\\n\' > '
                 + shlex.quote(str(versions_file)))
-        _run(mmdebstrap_argv(recipe, arch, tmp_tar, hooks=(hook,)), recipe, arch, "bootstrap")
+        hooks = (*remove_hooks(recipe), hook)
+        _run(mmdebstrap_argv(recipe, arch, tmp_tar, hooks=hooks), recipe, arch, "bootstrap")
         versions = parse_lock(versions_file.read_text(), source=f"dpkg database of the {arch} bootstrap")
         os.replace(tmp_tar, out)
     return Bootstrap(arch=arch, tar=out, versions=versions, seconds=time.monotonic() - start)

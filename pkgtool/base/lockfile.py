@@ -89,6 +89,16 @@ def check_lock(locked: Mapping[str, str], resolved: Mapping[str, str], *, lock_p
         return
     shown = "; ".join(diffs[:_SHOW])
     more = f"; and {len(diffs) - _SHOW} more" if len(diffs) > _SHOW else ""
+    missing = [n for n in sorted(locked) if n not in resolved]
+    if stage == "installed packages" and len(missing) == len(diffs):
+        # The resolve pass installs into an empty chroot; the real bootstrap installs the
+        # essential set first, whose Provides can satisfy a dependency on its own.
+        raise LockMismatchError(
+            f"{lock_path} lists packages the bootstrap did not install: {shown}{more}. The "
+            "resolve pass (`pkgtool base lock`) picked them for a dependency that an essential "
+            "package also Provides; add them to the recipe's include: list, then run "
+            "`pkgtool base lock` again"
+        )
     raise LockMismatchError(
         f"{lock_path} does not match the mirror ({stage}): {shown}{more}. A locked version is "
         "no longer available or the package set changed; run `pkgtool base lock` to refresh "

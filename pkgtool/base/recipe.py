@@ -10,6 +10,9 @@ Example (every key is required unless marked optional)::
     include: []                        # optional: extra packages (mmdebstrap --include)
     dpkg_options:                      # optional: passed as --dpkgopt=..., in order
       - path-exclude=/usr/share/man/*
+    remove:                            # optional: absolute paths or globs deleted after the
+      - /etc/ssh/ssh_host_*            #   bootstrap (files maintainer scripts fill with random
+                                       #   bytes, which would break bit-reproducibility)
     config:                            # optional: the image config
       env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
       cmd: ["/bin/sh"]
@@ -28,12 +31,15 @@ from typing import Any
 from pkgtool.yamlload import YamlDoc, load_yaml
 
 SUPPORTED_ARCHES = ("amd64", "arm64", "s390x")
-_KEYS = {"image", "suite", "variant", "source_date_epoch", "arches", "include", "dpkg_options", "config"}
+_KEYS = {"image", "suite", "variant", "source_date_epoch", "arches", "include", "dpkg_options", "remove", "config"}
 _CONFIG_KEYS = {"env", "cmd"}
 _IMAGE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$")
 _WORD_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _DPKGOPT_RE = re.compile(r"^(path-exclude|path-include)=/[^\s]*$")
+# Absolute, no "..", and only characters that are safe unquoted in the hook's shell command
+# (``*``, ``?`` and ``[...]`` stay live as globs; everything else is literal).
+_REMOVE_RE = re.compile(r"^(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._+*?\[\]-]+)+$")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -47,6 +53,7 @@ class BaseRecipe:
     arches: tuple[str, ...]
     include: tuple[str, ...] = ()
     dpkg_options: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
     env: tuple[str, ...] = (DEFAULT_PATH,)
     cmd: tuple[str, ...] = ("/bin/sh",)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -115,6 +122,7 @@ def load_recipe(path: Path) -> BaseRecipe:
         arches=tuple(sorted(arches, key=SUPPORTED_ARCHES.index)),
         include=_strings(doc, data.get("include"), ("include",), _PACKAGE_RE),
         dpkg_options=_strings(doc, data.get("dpkg_options"), ("dpkg_options",), _DPKGOPT_RE),
+        remove=_strings(doc, data.get("remove"), ("remove",), _REMOVE_RE),
         env=env,
         cmd=cmd,
         raw=data,

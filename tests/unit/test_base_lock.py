@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgtool.base.bootstrap import mmdebstrap_argv, parse_simulated
+from pkgtool.base.bootstrap import mmdebstrap_argv, parse_simulated, remove_hooks
 from pkgtool.base.build import base_tag, load_locks
 from pkgtool.base.lockfile import LockMismatchError, check_lock, format_lock, parse_lock
 from pkgtool.base.recipe import load_recipe
@@ -113,3 +113,21 @@ def test_parse_simulated_reads_apt_inst_lines() -> None:
         "Inst libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [arm64]) []\n"
     )
     assert parse_simulated(output) == {"gcc-12-base": "12.2.0-14+deb12u1", "libc6": "2.36-9+deb12u14"}
+
+
+def test_remove_globs_become_hooks_and_unsafe_paths_are_refused(tmp_path: Path) -> None:
+    recipe = load_recipe(_recipe(tmp_path, RECIPE + "remove: [/etc/ssh/ssh_host_*, /var/lib/x/seed]\n"))
+    assert recipe.remove == ("/etc/ssh/ssh_host_*", "/var/lib/x/seed")
+    assert remove_hooks(recipe) == ('rm -rf -- "$1"/etc/ssh/ssh_host_*', 'rm -rf -- "$1"/var/lib/x/seed')
+    assert base_tag(recipe, load_locks(recipe)) != base_tag(load_recipe(_recipe(tmp_path)), load_locks(recipe))
+    for bad in ("etc/relative", "/etc/../x", "/etc/a b", "/etc/$(reboot)", "/etc/x;y", "/"):
+        with pytest.raises(UsageError, match=r"remove\[0\]: expected a string matching"):
+            load_recipe(_recipe(tmp_path, RECIPE + f"remove: [{bad!r}]\n"))
+
+
+def test_a_package_provided_by_an_essential_one_gets_its_own_hint(tmp_path: Path) -> None:
+    locked = {"dash": "0.5.12-2", "lsb-base": "11.6"}
+    with pytest.raises(LockMismatchError, match=r"lsb-base 11.6 is locked but no longer installed.*add them to the recipe's include:"):
+        check_lock(locked, {"dash": "0.5.12-2"}, lock_path=tmp_path / "versions.amd64", stage="installed packages")
+    with pytest.raises(LockMismatchError, match=r"run `pkgtool base lock` to refresh"):
+        check_lock(locked, {"dash": "0.5.12-2"}, lock_path=tmp_path / "versions.amd64", stage="resolve")
