@@ -202,15 +202,9 @@ def index_complete(*, registry: str, repository: str, tag: str, arches: Iterable
     """True if ``repository:tag`` is an index listing every one of ``arches``."""
     client = _client(registry)
     found = client.get_manifest_or_none(repository, tag)
-    if found is None:
+    if found is None or not found.is_index:
         return False
-    data = found[1]
-    if not isinstance(data, dict) or data.get("mediaType") not in mediatypes.INDEX_TYPES:
-        return False
-    have = {
-        m.get("platform", {}).get("architecture")
-        for m in data.get("manifests", []) if isinstance(m, dict) and isinstance(m.get("platform"), dict)
-    }
+    have = {m.platform.architecture for m in found.manifests if m.platform is not None and m.platform.os == "linux"}
     return set(arches) <= have
 
 
