@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,7 +33,7 @@ from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, canonical_json, check_digest, sha256_digest
 from pkgtool.sign import SignatureError
 from pkgtool.sign.bundle import BUNDLE_MEDIA_TYPE
-from pkgtool.sign.dsse import ENVELOPE_MEDIA_TYPE, Envelope, sign_bytes, verify_bytes
+from pkgtool.sign.dsse import ENVELOPE_MEDIA_TYPE, Envelope, verify_bytes
 from pkgtool.sign.keys import PrivateKey, PublicKey, public_key_hint
 from pkgtool.sign.payloads import (
     SIMPLE_SIGNING_MEDIA_TYPE,
@@ -125,17 +125,25 @@ def _layer_json(layer: Descriptor) -> dict[str, Any]:
     return out
 
 
-def signature_layer(payload: bytes, signature: bytes) -> Descriptor:
+def signature_layer(
+    payload: bytes, signature: bytes, *, annotations: Mapping[str, str] | None = None
+) -> Descriptor:
+    """A ``.sig`` layer; ``annotations`` adds e.g. a keyless signer's certificate."""
     return Descriptor.for_bytes(
         SIMPLE_SIGNING_MEDIA_TYPE, payload,
-        annotations={SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
+        annotations={**(annotations or {}), SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
     )
 
 
-def attestation_layer(envelope_json: bytes, *, predicate_type: str) -> Descriptor:
+def attestation_layer(
+    envelope_json: bytes, *, predicate_type: str, annotations: Mapping[str, str] | None = None
+) -> Descriptor:
     return Descriptor.for_bytes(
         ENVELOPE_MEDIA_TYPE, envelope_json,
-        annotations={PREDICATE_TYPE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: ""},
+        annotations={
+            **(annotations or {}),
+            PREDICATE_TYPE_ANNOTATION: predicate_type, SIGNATURE_ANNOTATION: "",
+        },
     )
 
 
@@ -192,6 +200,7 @@ class Registry(Protocol):
 
 if TYPE_CHECKING:
     from pkgtool.oci.registry import RegistryClient
+    from pkgtool.sign.signer import Signer
 
     def _client_is_a_registry(client: RegistryClient) -> Registry:
         # mypy proves here that the real client satisfies the protocol.
@@ -201,35 +210,59 @@ if TYPE_CHECKING:
 def sign_image(
     client: Registry, *, repository: str, docker_reference: str, digest: str, key: PrivateKey
 ) -> Descriptor:
-    """Sign ``digest`` the classic cosign way and attach it at ``sha256-<hex>.sig``."""
+    """Sign ``digest`` the classic cosign way with ``key`` and attach it at ``sha256-<hex>.sig``."""
+    from pkgtool.sign.signer import KeySigner
+
+    descriptor, _added = attach_signature(
+        client, repository=repository, docker_reference=docker_reference, digest=digest,
+        signer=KeySigner(key),
+    )
+    return descriptor
+
+
+def attach_signature(
+    client: Registry, *, repository: str, docker_reference: str, digest: str, signer: Signer
+) -> tuple[Descriptor, bool]:
+    """Sign ``digest`` the classic cosign way and attach it at ``sha256-<hex>.sig``.
+
+    Returns the signature manifest's descriptor and whether a new layer was added (False
+    when this signer had already signed these payload bytes).
+    """
     payload = simple_signing_payload(docker_reference=docker_reference, manifest_digest=digest)
-    public = key.public_key()
 
     # ECDSA signatures are randomised, so "already signed" means: a layer with these exact
-    # payload bytes whose signature verifies with this key (cosign's dupe detection).
+    # payload bytes that this signer made (cosign's dupe detection).
     def already_signed(existing: Descriptor) -> bool:
         if existing.digest != sha256_digest(payload):
             return False
-        encoded = (existing.annotations or {}).get(SIGNATURE_ANNOTATION, "")
+        annotations = existing.annotations or {}
         try:
-            return verify_bytes(public, payload, base64.b64decode(encoded, validate=True))
+            signature = base64.b64decode(annotations.get(SIGNATURE_ANNOTATION, ""), validate=True)
         except binascii.Error:
             return False
+        return signer.owns_signature(payload, signature, annotations)
 
     tag = signature_tag(digest)
     if any(already_signed(layer) for layer in _existing_layers(client, repository, tag)):
-        return _current_descriptor(client, repository, tag)
-    layer = signature_layer(payload, sign_bytes(key, payload))
-    return _append_layer(client, repository, tag, layer, payload)
+        return _current_descriptor(client, repository, tag), False
+    signed = signer.sign_simple_signing(payload)
+    layer = signature_layer(payload, signed.signature, annotations=signed.annotations)
+    return _append_layer(client, repository, tag, layer, payload), True
 
 
 def attach_attestation(
-    client: Registry, *, repository: str, digest: str, envelope: Envelope, predicate_type: str
+    client: Registry,
+    *,
+    repository: str,
+    digest: str,
+    envelope: Envelope,
+    predicate_type: str,
+    annotations: Mapping[str, str] | None = None,
 ) -> Descriptor:
     """Attach a signed DSSE envelope the classic cosign way, at ``sha256-<hex>.att``."""
     check_digest(digest)
     blob = envelope.to_json()
-    layer = attestation_layer(blob, predicate_type=predicate_type)
+    layer = attestation_layer(blob, predicate_type=predicate_type, annotations=annotations)
     return _append_layer(client, repository, attestation_tag(digest), layer, blob)
 
 
@@ -298,6 +331,7 @@ def _same_layer(a: Descriptor, b: Descriptor) -> bool:
 class ClassicSignature:
     payload: bytes
     signature: bytes
+    annotations: dict[str, str] | None = None
 
 
 def read_classic_signatures(client: Registry, *, repository: str, digest: str) -> list[ClassicSignature]:
@@ -314,7 +348,7 @@ def read_classic_signatures(client: Registry, *, repository: str, digest: str) -
         payload = client.get_blob_bytes(repository, layer.digest, max_size=MAX_SIGNATURE_LAYER_BYTES)
         if sha256_digest(payload) != layer.digest:
             raise SignatureError(f"signature layer {layer.digest} does not match its digest")
-        result.append(ClassicSignature(payload, signature))
+        result.append(ClassicSignature(payload, signature, dict(layer.annotations or {})))
     return result
 
 
@@ -345,17 +379,32 @@ def verify_classic_signature(
     )
 
 
-def read_attestations(client: Registry, *, repository: str, digest: str) -> list[Envelope]:
-    """Every DSSE envelope at ``sha256-<hex>.att`` (unverified: pass them to dsse.verify)."""
-    envelopes = []
+@dataclass(frozen=True)
+class AttestationLayer:
+    envelope: Envelope
+    annotations: dict[str, str]
+
+    @property
+    def predicate_type(self) -> str:
+        return self.annotations.get(PREDICATE_TYPE_ANNOTATION, "")
+
+
+def read_attestation_layers(client: Registry, *, repository: str, digest: str) -> list[AttestationLayer]:
+    """Every DSSE envelope at ``sha256-<hex>.att`` with its layer annotations (unverified)."""
+    found = []
     for layer in _existing_layers(client, repository, attestation_tag(digest)):
         if layer.media_type != ENVELOPE_MEDIA_TYPE:
             continue
         blob = client.get_blob_bytes(repository, layer.digest, max_size=MAX_SIGNATURE_LAYER_BYTES)
         if sha256_digest(blob) != layer.digest:
             raise SignatureError(f"attestation layer {layer.digest} does not match its digest")
-        envelopes.append(Envelope.from_json(blob))
-    return envelopes
+        found.append(AttestationLayer(Envelope.from_json(blob), dict(layer.annotations or {})))
+    return found
+
+
+def read_attestations(client: Registry, *, repository: str, digest: str) -> list[Envelope]:
+    """Every DSSE envelope at ``sha256-<hex>.att`` (unverified: pass them to dsse.verify)."""
+    return [found.envelope for found in read_attestation_layers(client, repository=repository, digest=digest)]
 
 
 def read_bundles(client: Registry, *, repository: str, digest: str) -> list[bytes]:
