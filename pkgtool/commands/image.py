@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from pkgtool.commands.verify import add_trust_arguments
+
 _FORMATS = (
     "kernel+initrd", "tar", "tar-kernel-initrd", "kernel+squashfs", "iso-bios", "iso-efi",
     "raw-bios", "raw-efi", "qcow2-bios", "qcow2-efi",
@@ -31,7 +33,22 @@ def register(sub: Any) -> None:
     build.add_argument("--allow-unpinned", action="store_true",
                        help="accept image references without a digest (not reproducible)")
     build.add_argument("--initrd-compression", default="gzip", choices=("gzip", "zstd"))
+    build.add_argument("--verify", action="store_true",
+                       help="refuse to build unless every pinned image verifies (see `pkgtool verify`; "
+                       "takes --key or --identity/--issuer and --policy)")
+    add_trust_arguments(build)
     build.set_defaults(func=cmd_build)
+
+    verify = image_sub.add_parser(
+        "verify", help="verify every image a YAML pins (signatures, attestations, policy)",
+        description="Runs `pkgtool verify` on each unique image reference of the merged YAML "
+        "files; every reference must be pinned by digest.",
+    )
+    verify.add_argument("files", nargs="+", metavar="FILE.yml")
+    add_trust_arguments(verify)
+    verify.add_argument("--registry", default=None)
+    verify.add_argument("--output", choices=("text", "json"), default="text")
+    verify.set_defaults(func=cmd_verify)
 
     lock = image_sub.add_parser("lock", help="pin every image reference of a YAML to its digest (in place)")
     lock.add_argument("files", nargs="+", metavar="FILE.yml")
@@ -43,7 +60,7 @@ def register(sub: Any) -> None:
 def _usage() -> int:
     from pkgtool.errors import UsageError
 
-    raise UsageError("pkgtool image: missing subcommand (build or lock)")
+    raise UsageError("pkgtool image: missing subcommand (build, lock or verify)")
 
 
 def _client_factory(registry: str | None) -> Any:
@@ -63,6 +80,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     def progress(message: str) -> None:
         print(f"pkgtool: {message}", file=sys.stderr)
+
+    if args.verify:
+        _verify_images(args, progress=progress)
+    elif args.key or args.identity or args.policy:
+        from pkgtool.errors import UsageError
+
+        raise UsageError("--key, --identity and --policy only apply with --verify")
 
     outputs = build_image(
         [Path(f) for f in args.files], formats=formats, arch=args.arch, out_dir=Path(args.dir),
@@ -85,6 +109,36 @@ def _lazy_factory(registry: str | None) -> Any:
         return made[0]()
 
     return factory
+
+
+def _verify_images(args: argparse.Namespace, *, progress: Any = None) -> list[Any]:
+    """Verify every image the YAML files pin; raises on the first that fails."""
+    from pathlib import Path
+
+    from pkgtool import settings
+    from pkgtool.commands.verify import trust_from_args
+    from pkgtool.oci.registry import RegistryClient
+    from pkgtool.sign.verify import verify_pinned_images
+    from pkgtool.spec.image import image_references, load_image_spec
+
+    verifier, policy = trust_from_args(args)
+    spec = load_image_spec([Path(f) for f in args.files])
+    refs = [ref for _path, ref in image_references(spec)]
+    with RegistryClient(settings.registry(args.registry)) as client:
+        reports: list[Any] = verify_pinned_images(client, refs, verifier=verifier, policy=policy, progress=progress)
+    return reports
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    reports = _verify_images(args)
+    if args.output == "json":
+        print(json.dumps([r.to_json() for r in reports], indent=2, sort_keys=True))
+    else:
+        print("\n".join(r.human() for r in reports))
+        print(f"All {len(reports)} image(s) verified.")
+    return 0
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
