@@ -104,3 +104,64 @@ def test_truncated_bundle_is_refused_by_sigstore_js(verifier: Path, tmp_path: Pa
     result = _verify(verifier, json.dumps(doc).encode(), keys.public_key_pem(key), tmp_path)
     assert result.returncode == 1
     assert "signatures" in result.stderr
+
+
+def test_bundles_from_pkgtool_sign_on_a_pushed_image_verify_in_sigstore_js(
+    verifier: Path, tmp_path: Path, registry: str, unique_repo: str
+) -> None:
+    """`pkgtool sign` on a real multi-arch image: every bundle it attached (signature and SBOM
+    statements, on the index and each manifest) verifies in sigstore-js with the public key,
+    and names the digest it is attached to."""
+    import signkit
+
+    from pkgtool.oci.registry import RegistryClient
+    from pkgtool.sign.attach import read_bundles
+
+    env = {**os.environ, "PKGTOOL_PASSWORD": "interop"}
+    subprocess.run(["pkgtool", "key", "generate", "--output-prefix", str(tmp_path / "release")],
+                   env=env, check=True, capture_output=True)
+    with RegistryClient(registry) as client:
+        image = signkit.push_image(client, unique_repo)
+        signed = subprocess.run(
+            ["pkgtool", "sign", f"{registry}/{image.reference}", "--key", str(tmp_path / "release.key")],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert signed.returncode == 0, signed.stderr
+        checked = 0
+        for digest in (image.index.digest, *[d.digest for d in image.manifests.values()]):
+            bundles = read_bundles(client, repository=unique_repo, digest=digest)
+            assert bundles, digest
+            for bundle in bundles:
+                result = _verify(verifier, bundle, (tmp_path / "release.pub").read_bytes(), tmp_path)
+                assert result.returncode == 0, result.stderr
+                report = json.loads(result.stdout)
+                assert report["payloadType"] == "application/vnd.in-toto+json"
+                assert {"name": f"{registry}/{unique_repo}", "digest": {"sha256": digest[7:]}} in report["subjects"]
+                checked += 1
+    assert checked == 1 + 2 * 2  # a signature bundle on each digest, an SBOM on each arch
+
+
+def test_provenance_and_link_bundles_from_a_package_signing_verify_in_sigstore_js(
+    verifier: Path, tmp_path: Path, registry: str, unique_repo: str
+) -> None:
+    import signkit
+
+    from pkgtool.oci.registry import RegistryClient
+    from pkgtool.sign.attach import read_bundles
+    from pkgtool.sign.publish import sign_package
+    from pkgtool.sign.signer import KeySigner
+
+    key = keys.generate_keypair()
+    with RegistryClient(registry) as client:
+        image = signkit.push_image(client, unique_repo, arches=("arm64",))
+        sign_package(client, repository=unique_repo, index=image.index, manifests=image.manifests,
+                     build=signkit.build_info(registry=registry), signer=KeySigner(key))  # type: ignore[arg-type]
+        bundles = read_bundles(client, repository=unique_repo, digest=image.index.digest)
+    assert len(bundles) == 3  # signature, provenance, in-toto link
+    kinds = set()
+    for bundle in bundles:
+        result = _verify(verifier, bundle, keys.public_key_pem(key), tmp_path)
+        assert result.returncode == 0, result.stderr
+        payload = json.loads(base64.b64decode(json.loads(bundle)["dsseEnvelope"]["payload"]))
+        kinds.add(payload.get("predicateType") or payload.get("_type"))
+    assert kinds == {"https://sigstore.dev/cosign/sign/v1", "https://slsa.dev/provenance/v1", "link"}
