@@ -295,7 +295,9 @@ def _sign(
                    once(functools.partial(signer.sign_statement, statement)))
 
     # 4. The in-toto link of the build step, on the root.
-    if build is not None:
+    if build is None:
+        skipped.append("in-toto link: no build information (links come from `pkgtool build --sign`)")
+    else:
         products = {INDEX_PRODUCT: root.digest}
         for platform, descriptor in per_arch:
             if platform is not None:

@@ -280,3 +280,46 @@ def test_image_verify_and_build_refuse_unsigned_inputs(client: RegistryClient, r
     tag_only = _cli("image", "verify", str(_image_yaml(tmp_path / "tag.yml", [f"{registry}/{signed.reference}"])),
                     "--key", str(trust.pub_path), password=None)
     assert tag_only.returncode == 1 and "not pinned by digest" in tag_only.stderr
+
+
+def test_cli_sign_without_key_or_identity_token(registry: str, unique_repo: str, client: RegistryClient) -> None:
+    image = signkit.push_image(client, unique_repo, arches=("amd64",))
+    ambient = ("GITHUB_ACTIONS", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+               "GITLAB_CI", "BUILDKITE", "CIRCLECI")
+    env = {k: v for k, v in os.environ.items() if k not in ambient}
+    result = subprocess.run(["pkgtool", "sign", f"{registry}/{image.reference}"], capture_output=True, text=True,
+                            env=env, timeout=120, check=False, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "pkgtool: error: no signing key given (--key K) and no ambient OIDC identity token for keyless "
+        "signing (in GitHub Actions, grant `permissions: id-token: write`)\n"
+    )
+    assert client.head_manifest(unique_repo, signature_tag(image.index.digest)) is None
+
+
+def test_sbom_layers_are_digest_checked_from_the_registry(client: RegistryClient, registry: str, unique_repo: str,
+                                                          trust: Trust, registry_storage: Path) -> None:
+    """A layer whose stored bytes no longer match its digest fails the SBOM; nothing from it is used."""
+    import gzip
+    import hashlib
+
+    from imagekit import layer_tar
+
+    from pkgtool.errors import DigestMismatchError
+
+    marker = unique_repo.rsplit("/", 1)[-1]  # a layer no other test shares
+    first = layer_tar([("var/lib/dpkg/status.d/x", "file", signkit.status(f"x{marker}", "1", "amd64"), 0o644)])
+    image = signkit.push_image(client, unique_repo, arches=("amd64",), layers={"amd64": [first]})
+    digest = "sha256:" + hashlib.sha256(first).hexdigest()
+    stored = registry_storage / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data"
+    forged = layer_tar([("var/lib/dpkg/status.d/x", "file", signkit.status(f"y{marker}", "1", "amd64"), 0o644)])
+    assert len(gzip.decompress(forged)) == len(gzip.decompress(first))
+    original = stored.read_bytes()
+    stored.write_bytes(forged)
+    try:
+        with pytest.raises(DigestMismatchError, match=f"blob {digest} from {registry}/{unique_repo}: "):
+            sign_reference(client, f"{registry}/{image.reference}", signer=trust.signer)
+    finally:
+        stored.write_bytes(original)
+    arch = image.manifests["amd64"].digest
+    assert client.head_manifest(unique_repo, attestation_tag(arch)) is None  # no SBOM was attached
