@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from pkgtool.sign.signer import Signer
+from typing import Any
 
 
 def register(sub: Any) -> None:
@@ -32,29 +29,16 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=cmd_sign)
 
 
-def signer_from_args(key: str | None) -> Signer:
-    """A key signer for ``--key K``, else the keyless signer (or the one-line error)."""
-    if key:
-        from pathlib import Path
-
-        from pkgtool.sign.keys import load_private_key_file
-        from pkgtool.sign.signer import KeySigner
-
-        return KeySigner(load_private_key_file(Path(key)))
-    from pkgtool.sign.keyless import keyless_signer
-
-    return keyless_signer()
-
-
 def cmd_sign(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     from pkgtool import settings
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
-    from pkgtool.sign.publish import sign_reference
+    from pkgtool.sign.publish import sign_reference, signer_for
 
-    signer = signer_from_args(args.key)
+    signer = signer_for(Path(args.key) if args.key else None)
     cache = Layout(settings.cache_dir(args.cache_dir))
     with RegistryClient(settings.registry(args.registry)) as client:
         report = sign_reference(

@@ -54,10 +54,12 @@ from pkgtool.sign.sbom import SPDX_PREDICATE_TYPE, image_sbom
 from pkgtool.sign.signer import SignedStatement, Signer, bundle_payload
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
 
-__all__ = ["Attached", "BuildInfo", "SignReport", "sign_package", "sign_reference"]
+__all__ = ["Attached", "BuildInfo", "SignReport", "sign_package", "sign_reference", "signer_for"]
 
 Progress = Callable[[str], None]
 
@@ -98,6 +100,25 @@ class SignReport:
         return sum(1 for a in self.attached if a.added)
 
 
+def signer_for(key: Path | None) -> Signer:
+    """The signer for ``--key K`` (a cosign key file; the password comes from
+    ``$PKGTOOL_PASSWORD``/``$COSIGN_PASSWORD`` or a prompt), or the keyless signer for the
+    ambient OIDC identity when ``key`` is None.  Without either it raises the one-line
+    "no key and no identity token" :class:`~pkgtool.errors.PkgtoolError`.
+
+    Call it before building, so a wrong password or a missing token fails in a second,
+    not after an hour of builds.
+    """
+    if key is not None:
+        from pkgtool.sign.keys import load_private_key_file
+        from pkgtool.sign.signer import KeySigner
+
+        return KeySigner(load_private_key_file(key))
+    from pkgtool.sign.keyless import keyless_signer
+
+    return keyless_signer()
+
+
 def sign_package(
     client: RegistryClient,
     *,
@@ -119,9 +140,7 @@ def sign_package(
       platform (``linux/amd64``).
     * ``build``: the build's facts (:class:`BuildInfo`), for the SLSA provenance and the
       in-toto link.
-    * ``signer``: :class:`~pkgtool.sign.signer.KeySigner` for ``--key K``
-      (``KeySigner(keys.load_private_key_file(path))``), or
-      :func:`pkgtool.sign.keyless.keyless_signer` for keyless signing in CI.
+    * ``signer``: :func:`signer_for` (``--key K``, or keyless when there is no key).
     * ``layout_cache``: the build's OCI layout cache; layers for the SBOM are streamed from
       it when present there, from the registry otherwise (digest-verified either way).
     * ``sbom``: False skips the per-arch SBOMs.
@@ -131,6 +150,30 @@ def sign_package(
     same push again with the same ``build`` attaches nothing new.  Raises
     :class:`~pkgtool.errors.PkgtoolError` (one line, no secrets) on failure; what was
     attached before the failure stays attached and is skipped by the retry.
+
+    Wiring ``pkgtool build --sign [--key K]``, roughly::
+
+        signer = signer_for(Path(args.key) if args.key else None)   # before building
+        ...                                                         # build and push
+        env = os.environ
+        report = sign_package(
+            client, repository="pkgtool/sshd", index=index_descriptor,
+            manifests={"amd64": amd64_descriptor, "arm64": arm64_descriptor},
+            build=BuildInfo(
+                package="pkg/sshd", source_repository=git.source_url,
+                source_revision=git.revision, dirty=git.dirty,
+                build_config_digest=sha256_digest(build_yml_bytes), content_hash=tag_hash,
+                platforms=("linux/amd64", "linux/arm64"), build_args=args_used,
+                base_images={"127.0.0.1:5000/pkgtool/base:TAG": "sha256:…"},
+                materials={"pkg/sshd/Dockerfile": "<sha256 hex>", …},
+                builder_id=default_builder_id(env), invocation_id=default_invocation_id(env),
+                started_on=started, finished_on=datetime.now(UTC),
+            ),
+            signer=signer, layout_cache=layout,
+        )
+
+    (``default_builder_id`` and ``default_invocation_id`` are in
+    :mod:`pkgtool.sign.provenance`.)
     """
     targets = [(_platform_key(key), descriptor) for key, descriptor in manifests.items()]
     return _sign(client, repository=repository, root=index, manifests=targets, build=build,

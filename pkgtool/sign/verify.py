@@ -147,9 +147,9 @@ def verify_reference(
     key_based = is_key_based(verifier)
     for target in targets:
         found = _verify_digest(client, ref.repository, target.digest, verifier=verifier, policy=policy, report=report)
-        if "slsa-provenance" in policy.attestations or found_any(found, SLSA_PROVENANCE_V1):
-            _check_provenance(target.digest, found, policy=policy, report=report,
-                              required="slsa-provenance" in policy.attestations)
+        # Provenance that is there is always held to the policy, required or not.
+        if "slsa-provenance" in policy.attestations or _has(found, SLSA_PROVENANCE_V1):
+            _check_provenance(target.digest, found, policy=policy, report=report)
         if target.digest in per_arch and "spdx" in policy.attestations:
             _check_sbom(target.digest, found, report=report)
         if target.digest == root.digest and policy.in_toto_required(key_based=key_based):
@@ -157,7 +157,7 @@ def verify_reference(
     return report
 
 
-def found_any(found: _Found, predicate_type: str) -> bool:
+def _has(found: _Found, predicate_type: str) -> bool:
     return any(s.predicate_type == predicate_type for _shape, s in found.statements)
 
 
@@ -269,9 +269,7 @@ def _require(digest: str, found: _Found, predicate_type: str, what: str) -> list
     raise SignatureError(f"{digest}: {what} check failed: no valid {what} attestation ({detail})")
 
 
-def _check_provenance(digest: str, found: _Found, *, policy: Policy, report: VerifyReport, required: bool) -> None:
-    if not required and not found_any(found, SLSA_PROVENANCE_V1):
-        return
+def _check_provenance(digest: str, found: _Found, *, policy: Policy, report: VerifyReport) -> None:
     statements = _require(digest, found, SLSA_PROVENANCE_V1, "provenance")
     seen: set[bytes] = set()
     for statement in statements:
