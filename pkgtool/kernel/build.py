@@ -4,8 +4,9 @@ Per arch (concurrently): fetch the .deb (``apt-get download``, sha256 verified b
 parsing, cached by that sha256), build the layout (:mod:`pkgtool.kernel.layout`), pack it
 as a one-layer OCI image and push; then push the multi-arch index.
 
-Tag: ``<version>-<hash>``, ``hash`` = sha256 over the parsed kernel.yml, the debs' sha256s
-and :data:`pkgtool.kernel.layout.LAYOUT_VERSION`, first 16 hex digits.  The version prefix
+Tag: ``<version>-<hash>``, ``hash`` = sha256 over the parsed kernel.yml (image, version,
+epoch, per arch the package, its own version if it has one, the .deb's sha256 and the
+vmlinux flag) and :data:`pkgtool.kernel.layout.LAYOUT_VERSION`, first 16 hex digits.  The version prefix
 lets an image YAML say which kernel it uses at a glance; the hash changes whenever any
 input does.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from pkgtool.kernel.fetch import fetch_deb
 from pkgtool.kernel.layout import LAYOUT_VERSION, build_kernel_layout
-from pkgtool.kernel.spec import KernelSpec
+from pkgtool.kernel.spec import KernelArch, KernelSpec
 from pkgtool.oci.descriptor import canonical_json
 
 TAG_HEX = 16
@@ -33,13 +34,25 @@ def _quiet(_msg: str) -> None:
     return None
 
 
+def _arch_material(entry: KernelArch) -> dict[str, object]:
+    material: dict[str, object] = {"package": entry.package, "sha256": entry.sha256, "vmlinux": entry.vmlinux}
+    if entry.own_version:  # only then: files without per-arch versions keep their tags
+        material["version"] = entry.version
+    return material
+
+
+def lock_hint(spec: KernelSpec) -> str:
+    """The command that re-pins ``spec`` (named in stale-pin errors)."""
+    return f"pkgtool kernel lock {spec.path.parent}"
+
+
 def kernel_tag(spec: KernelSpec) -> str:
     material = {
         "layout": LAYOUT_VERSION,
         "image": spec.image,
         "version": spec.version,
         "source_date_epoch": spec.source_date_epoch,
-        "arches": {a.arch: {"package": a.package, "sha256": a.sha256, "vmlinux": a.vmlinux} for a in spec.arches},
+        "arches": {a.arch: _arch_material(a) for a in spec.arches},
     }
     return f"{spec.version}-{hashlib.sha256(canonical_json(material)).hexdigest()[:TAG_HEX]}"
 
@@ -81,7 +94,8 @@ def build_kernel(spec: KernelSpec, *, registry: str, force: bool = False, log: L
         def one(arch: str) -> tuple[KernelArchResult, rootfs_image.ArchImage]:
             start = time.monotonic()
             entry = spec.arch(arch)
-            deb = fetch_deb(package=entry.package, arch=arch, version=spec.version, sha256=entry.sha256)
+            deb = fetch_deb(package=entry.package, arch=arch, version=entry.version, sha256=entry.sha256,
+                            where=f"{entry.where}: arches.{arch}", lock_hint=lock_hint(spec))
             work = Path(tmp) / arch
             work.mkdir()
             layout = build_kernel_layout(deb, arch=arch, epoch=spec.source_date_epoch,

@@ -6,6 +6,10 @@ the architecture: ``dpkg --add-architecture arm64 s390x && apt-get update``).  T
 hashed, compared with the pin, and only then moved into the work cache as
 ``debs/<sha256>.deb``.  A cached file is re-hashed on every use: the cache is a convenience,
 not a trust anchor.
+
+Before a download, apt's lists are asked whether the pinned version still exists (and with
+the pinned sha256): a pin the mirror has dropped fails in one line that names the
+kernel.yml entry and says to run ``pkgtool kernel lock``, instead of a download error.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 from pkgtool.base.workcache import work_cache_dir
 from pkgtool.errors import DigestMismatchError, PkgtoolError
+from pkgtool.kernel.apt import AptCache
 
 # linux-image debs are 30-70 MB; anything far larger is not the package we pinned.
 MAX_DEB_BYTES = 512 * 1024 * 1024
@@ -46,30 +51,60 @@ def verify_deb(path: Path, *, sha256: str, what: str) -> None:
         )
 
 
-def fetch_deb(*, package: str, arch: str, version: str, sha256: str, cache: Path | None = None) -> Path:
-    """The verified ``.deb`` for ``package:arch=version``, downloaded if not cached."""
+class StalePinError(PkgtoolError):
+    """The pinned version is gone from the mirror (or the mirror lists other bytes for it)."""
+
+
+def check_on_mirror(*, package: str, arch: str, version: str, sha256: str, apt: AptCache,
+                    where: str, lock_hint: str) -> None:
+    """Refuse, in one line naming the pin and the fix, a pin the mirror cannot serve.
+
+    Asked only when a download is needed: a .deb already in the cache (re-verified by its
+    sha256) still builds after the mirror has moved on.
+    """
+    what = package if arch in ("", "all") else f"{package}:{arch}"
+    record = apt.exact(package, arch, version)
+    prefix = f"{where}: " if where else ""
+    if record is None:
+        others = sorted({r.version for r in apt.show(package, arch, all_versions=True)})
+        has = f"it has {', '.join(others)}" if others else f"it has no {what} at all"
+        raise StalePinError(f"{prefix}{what}={version} is no longer on the mirror ({has}); "
+                            f"the pin is stale: run `{lock_hint}` to re-pin")
+    if record.sha256 != sha256:
+        raise StalePinError(f"{prefix}the mirror lists sha256 {record.sha256} for {what}={version}, "
+                            f"but the pin says {sha256}; refusing it (re-pin deliberately with `{lock_hint}`)")
+
+
+def fetch_deb(*, package: str, arch: str, version: str, sha256: str, cache: Path | None = None,
+              apt: AptCache | None = None, where: str = "", lock_hint: str = "pkgtool kernel lock") -> Path:
+    """The verified ``.deb`` for ``package[:arch]=version``, downloaded if not cached.
+
+    ``arch`` "all" (or "") is for architecture-independent packages (``linux-source-*``).
+    """
     debs = (cache or work_cache_dir()) / "debs"
     target = debs / f"{sha256}.deb"
-    what = f"{package}:{arch}={version}"
+    qualified = package if arch in ("", "all") else f"{package}:{arch}"
+    what = f"{qualified}={version}"
     if target.is_file():
         try:
             verify_deb(target, sha256=sha256, what=what)
             return target
         except DigestMismatchError:
             target.unlink(missing_ok=True)  # a damaged cache entry: fetch it again
+    check_on_mirror(package=package, arch=arch, version=version, sha256=sha256, apt=apt or AptCache(),
+                    where=where, lock_hint=lock_hint)
     debs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=debs, prefix=".download-") as tmp:
         # apt drops privileges to _apt for downloads; it needs to write here.
         os.chmod(tmp, 0o755)
         proc = subprocess.run(
-            ["apt-get", "download", "-q", f"{package}:{arch}={version}"],
+            ["apt-get", "download", "-q", what],
             cwd=tmp, capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
             detail = " ".join((proc.stderr or proc.stdout).split())[-400:]
             raise PkgtoolError(
-                f"cannot download {what}: {detail} (is the version still on the mirror? "
-                f"`apt-cache policy {package}:{arch}` lists what is available; "
+                f"cannot download {what}: {detail} (if the version left the mirror, run `{lock_hint}`; "
                 f"for a foreign arch run `dpkg --add-architecture {arch} && apt-get update`)"
             )
         files = [p for p in Path(tmp).iterdir() if p.suffix == ".deb"]

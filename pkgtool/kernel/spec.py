@@ -1,17 +1,29 @@
-"""``kernel/<series>/kernel.yml``: which Debian kernel package each architecture uses.
+"""``kernel/<series>/kernel.yml``: which Debian kernel each architecture uses.
 
 Example::
 
     image: pkgtool/kernel          # ORG/IMAGE in the registry
-    version: 6.1.176-1             # Debian package version, shared by all arches; tag prefix
+    version: 6.1.192-3             # Debian package version: the tag prefix, and every
+                                   # arch's version unless the arch says otherwise
     source_date_epoch: 1700000000  # mtimes of every file in the image and in kernel.tar
     arches:
       amd64:
-        package: linux-image-6.1.0-50-amd64
-        sha256: 7b5597...           # of the .deb; a download with other bytes is refused
-        vmlinux: true               # also ship the ELF /vmlinux (fast PVH boots)
-      arm64: {package: linux-image-6.1.0-50-arm64, sha256: ...}
+        package: linux-image-6.1.0-57-amd64
+        sha256: 14d219...          # of the .deb; a download with other bytes is refused
+        vmlinux: true              # also ship the ELF /vmlinux (fast PVH boots)
+      s390x:
+        package: linux-image-6.1.0-50-s390x
+        version: 6.1.176-1         # this arch lags (bookworm-security builds no s390x)
+        sha256: a9cbaa...
+    source:                        # optional: `pkgtool kernel build --from-source`
+      image: pkgtool/kernel-source
+      package: linux-source-6.1    # Debian's kernel source tarball (arch all)
+      version: 6.1.192-3
+      sha256: 5259c5...
+      configs:                     # Kconfig fragments per arch, over allnoconfig, in order
+        amd64: [config/common.config, config/amd64.config]
 
+``pkgtool kernel lock`` rewrites the package/version/sha256 values from the mirror.
 Unknown keys are errors (a typo must not silently do nothing).
 """
 
@@ -22,13 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pkgtool.errors import UsageError
-from pkgtool.yamlload import YamlDoc, load_yaml
+from pkgtool.yamlload import YamlDoc, load_yaml, parse_yaml
 
 SUPPORTED_ARCHES = ("amd64", "arm64", "s390x")
 _IMAGE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~-]*$")
 _SHA_RE = re.compile(r"^[a-f0-9]{64}$")
+_CONFIG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,25 @@ class KernelArch:
     package: str
     sha256: str
     vmlinux: bool = False
+    version: str = ""  # resolved: the arch's own version, else the file's
+    own_version: bool = False  # True if the arch sets ``version`` itself
+    where: str = ""  # file:line of the arch's entry, for errors
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """How to build the same layout from Debian's ``linux-source-*`` package."""
+
+    image: str
+    package: str
+    version: str
+    sha256: str
+    configs: dict[str, tuple[Path, ...]]  # arch -> fragment files (absolute), in order
+    where: str = ""
+
+    @property
+    def arches(self) -> tuple[str, ...]:
+        return tuple(a for a in SUPPORTED_ARCHES if a in self.configs)
 
 
 @dataclass(frozen=True)
@@ -46,6 +78,7 @@ class KernelSpec:
     version: str
     source_date_epoch: int
     arches: tuple[KernelArch, ...]
+    source: KernelSource | None = None
 
     def arch(self, name: str) -> KernelArch:
         for entry in self.arches:
@@ -68,11 +101,19 @@ def _string(doc: YamlDoc, data: dict[str, object], path: tuple[str | int, ...], 
 
 
 def load_kernel_spec(path: Path) -> KernelSpec:
-    doc = load_yaml(path)
+    return kernel_spec_from_doc(load_yaml(path), path)
+
+
+def parse_kernel_spec(text: str, path: Path) -> KernelSpec:
+    """The spec in ``text`` as if it were the file ``path`` (used to check a rewrite)."""
+    return kernel_spec_from_doc(parse_yaml(text, str(path)), path)
+
+
+def kernel_spec_from_doc(doc: YamlDoc, path: Path) -> KernelSpec:
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error((), "expected a mapping")
-    _check_keys(doc, data, (), {"image", "version", "source_date_epoch", "arches"})
+    _check_keys(doc, data, (), {"image", "version", "source_date_epoch", "arches", "source"})
     image = _string(doc, data, (), "image", _IMAGE_RE)
     version = _string(doc, data, (), "version", _VERSION_RE)
     epoch = data.get("source_date_epoch")
@@ -88,17 +129,62 @@ def load_kernel_spec(path: Path) -> KernelSpec:
             raise doc.error(where, f"unsupported architecture (supported: {', '.join(SUPPORTED_ARCHES)})")
         if not isinstance(entry, dict):
             raise doc.error(where, "expected a mapping with package and sha256")
-        _check_keys(doc, entry, where, {"package", "sha256", "vmlinux"})
+        _check_keys(doc, entry, where, {"package", "version", "sha256", "vmlinux"})
         vmlinux = entry.get("vmlinux", False)
         if not isinstance(vmlinux, bool):
             raise doc.error((*where, "vmlinux"), "must be true or false")
         if vmlinux and arch != "amd64":
             raise doc.error((*where, "vmlinux"), "only amd64 bzImages carry an extractable vmlinux")
+        own = "version" in entry
         arches.append(KernelArch(
             arch=arch,
             package=_string(doc, entry, where, "package", _PACKAGE_RE),
             sha256=_string(doc, entry, where, "sha256", _SHA_RE),
             vmlinux=vmlinux,
+            version=_string(doc, entry, where, "version", _VERSION_RE) if own else version,
+            own_version=own,
+            where=doc.where(where),
         ))
     arches.sort(key=lambda a: SUPPORTED_ARCHES.index(a.arch))
-    return KernelSpec(path=path, image=image, version=version, source_date_epoch=epoch, arches=tuple(arches))
+    source = _source(doc, data.get("source"), path, image) if "source" in data else None
+    return KernelSpec(path=path, image=image, version=version, source_date_epoch=epoch,
+                      arches=tuple(arches), source=source)
+
+
+def _source(doc: YamlDoc, data: object, path: Path, image: str) -> KernelSource:
+    where: tuple[str | int, ...] = ("source",)
+    if not isinstance(data, dict):
+        raise doc.error(where, "expected a mapping with image, package, version, sha256 and configs")
+    _check_keys(doc, data, where, {"image", "package", "version", "sha256", "configs"})
+    source_image = _string(doc, data, where, "image", _IMAGE_RE)
+    if source_image == image:
+        # Same repository, same version prefix: `pkgtool update-hashes` could not tell
+        # a from-source tag from a .deb one.
+        raise doc.error((*where, "image"), f"must differ from the .deb image {image!r} (e.g. {image}-source)")
+    configs_data = data.get("configs")
+    if not isinstance(configs_data, dict) or not configs_data:
+        raise doc.error((*where, "configs"), "required, a mapping of architecture to a list of Kconfig fragments")
+    configs: dict[str, tuple[Path, ...]] = {}
+    for arch, files in configs_data.items():
+        at: tuple[str | int, ...] = (*where, "configs", arch)
+        if arch not in SUPPORTED_ARCHES:
+            raise doc.error(at, f"unsupported architecture (supported: {', '.join(SUPPORTED_ARCHES)})")
+        if not isinstance(files, list) or not files:
+            raise doc.error(at, "expected a list of Kconfig fragment files, relative to kernel.yml")
+        found: list[Path] = []
+        for i, name in enumerate(files):
+            if not isinstance(name, str) or not _CONFIG_RE.match(name) or ".." in name.split("/"):
+                raise doc.error((*at, i), "expected a relative path below the kernel.yml directory")
+            fragment = path.parent / name
+            if not fragment.is_file():
+                raise doc.error((*at, i), f"{fragment}: no such file")
+            found.append(fragment)
+        configs[arch] = tuple(found)
+    return KernelSource(
+        image=source_image,
+        package=_string(doc, data, where, "package", _PACKAGE_RE),
+        version=_string(doc, data, where, "version", _VERSION_RE),
+        sha256=_string(doc, data, where, "sha256", _SHA_RE),
+        configs={a: configs[a] for a in SUPPORTED_ARCHES if a in configs},
+        where=doc.where(where),
+    )
