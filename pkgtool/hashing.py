@@ -312,3 +312,26 @@ def _entry_record(path: str, entry: fswalk.Entry, digests: Mapping[str, str]) ->
     if statmod.S_ISLNK(st.st_mode):
         return _record("l", path, entry.link_target)
     return _record("o", path, _kind(st))
+
+
+def context_files(spec: PackageSpec, *, repo_root: Path, stat_cache_dir: Path | None = None) -> dict[str, str]:
+    """The regular files the build context gets, as (path relative to ``repo_root``) ->
+    SHA-256 hex: the materials of a build's in-toto link and provenance.  The same walk and
+    .dockerignore rules as :func:`content_hash`, and the same stat cache."""
+    patterns = read_dockerignore(spec.dir)
+    matcher = PatternMatcher(patterns)
+    out: dict[str, str] = {}
+    for source in _sources(spec):
+        entries = _tree_entries(source, patterns, matcher)
+        cache = StatCache(stat_cache_dir, source.root)
+        files = [e for _, e in entries if statmod.S_ISREG(e.stat.st_mode)]
+        digests = digest_files(files, cache=cache)
+        for _path, entry in entries:
+            if statmod.S_ISREG(entry.stat.st_mode):
+                try:
+                    shown = entry.abspath.resolve().relative_to(repo_root.resolve()).as_posix()
+                except ValueError:
+                    shown = entry.abspath.as_posix()
+                out[shown] = digests[entry.relpath]
+        cache.save()
+    return dict(sorted(out.items()))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pkgtool.buildkit import Builder
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
+    from pkgtool.sign.signer import Signer
 
 
 @dataclass
@@ -77,9 +78,9 @@ def make_plan(dirs: Sequence[Path], options: BuildOptions, *, cache_dir: Path) -
     return Plan(graph=graph, targets=targets, options=options, client=client, layout=layout)
 
 
-def execute(plan: Plan, *, progress: Progress) -> list[PackageResult]:
-    """Build and publish what the plan says is missing.  BuildKit (and grpc) is only
-    touched when something has to be built."""
+def execute(plan: Plan, *, progress: Progress, signer: Signer | None = None) -> list[PackageResult]:
+    """Build and publish what the plan says is missing, signing it with ``signer`` if given.
+    BuildKit (and grpc) is only touched when something has to be built."""
     from pkgtool.build.run import BuildRun
 
     def open_builder() -> Builder:
@@ -90,7 +91,7 @@ def execute(plan: Plan, *, progress: Progress) -> list[PackageResult]:
     if plan.needs_builder or any(t.index_missing for t in plan.targets):
         plan.layout.ensure()
     run = BuildRun(plan.graph, plan.options, progress=progress, layout=plan.layout, client=plan.client,
-                   builder_factory=open_builder)
+                   builder_factory=open_builder, signer=signer)
     if plan.needs_builder:
         run.check_platforms(plan.targets)
     return run.run(plan.targets)

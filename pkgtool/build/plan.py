@@ -42,6 +42,7 @@ class BuildOptions:
     allow_dirty: bool = False
     builder: str | None = None
     jobs: int = 2
+    sign: bool = False  # sign and attest what this run pushes (the signer comes with the run)
 
 
 @dataclass(frozen=True)

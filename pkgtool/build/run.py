@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pkgtool.buildkit import Builder
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
+    from pkgtool.sign.signer import Signer
 
 CONFIG_LABEL = "org.mobyproject.config"
 
@@ -117,8 +118,9 @@ class BuildRun:
     """One ``pkgtool build`` invocation's execution (after planning)."""
 
     def __init__(self, graph: PackageGraph, options: BuildOptions, *, progress: Progress, layout: Layout,
-                 client: RegistryClient, builder_factory: Callable[[], Builder]) -> None:
+                 client: RegistryClient, builder_factory: Callable[[], Builder], signer: Signer | None = None) -> None:
         self.graph = graph
+        self.signer = signer
         self.options = options
         self.progress = progress
         self.layout = layout
@@ -205,7 +207,9 @@ class BuildRun:
         if target.up_to_date:
             if target.wanted:
                 result.digest = self._current_digest(package)
-            self.progress.message(f"{package.ref} is up to date ({', '.join(target.wanted) or 'no arch requested'})", group=name)
+            note = "; not re-signed: sign what an earlier run pushed with `pkgtool sign`" if self.signer else ""
+            self.progress.message(f"{package.ref} is up to date ({', '.join(target.wanted) or 'no arch requested'}){note}",
+                                  group=name)
             return result
         if self.cancel.is_set():
             raise BuildInterrupted(f"{name}: not started")
@@ -223,11 +227,47 @@ class BuildRun:
                 result.manifests[arch] = build.image.manifest
         if self.cancel.is_set():
             raise BuildInterrupted(f"{name}: cancelled before pushing")
-        result.digest = self._publish(target, result).digest
+        index = self._publish(target, result)
+        result.digest = index.digest
         result.finished = datetime.datetime.now(datetime.UTC)
+        if self.signer is not None and self.options.push:
+            self._sign(target, result, index)
         took = (result.finished - result.started).total_seconds()
         self.progress.message(f"{result.pinned} ({took:.1f}s)", group=name)
         return result
+
+    def _sign(self, target: Target, result: PackageResult, index: Descriptor) -> None:
+        import os
+
+        from pkgtool.hashing import context_files
+        from pkgtool.oci.descriptor import sha256_digest
+        from pkgtool.sign.provenance import BuildInfo, default_builder_id, default_invocation_id
+        from pkgtool.sign.publish import sign_package
+
+        package = target.package
+        spec = package.spec
+        git = package.git
+        assert self.signer is not None and result.started is not None and result.finished is not None
+        info = BuildInfo(
+            package=display(self.graph, package),
+            source_repository=git.source_url if git else None,
+            source_revision=git.revision if git else None,
+            dirty=package.dirty,
+            build_config_digest=sha256_digest((spec.dir / "build.yml").read_bytes()),
+            content_hash=package.content_hash,
+            platforms=tuple(f"linux/{a}" for a in (target.build or target.wanted)),
+            build_args=result.build_args,
+            base_images=result.base_images,
+            materials=context_files(spec, repo_root=self.graph.repo_root),
+            builder_id=default_builder_id(os.environ),
+            invocation_id=default_invocation_id(os.environ),
+            started_on=result.started,
+            finished_on=result.finished,
+        )
+        name = display(self.graph, package)
+        report = sign_package(self.client, repository=spec.name, index=index, manifests=result.manifests,
+                              build=info, signer=self.signer, layout_cache=self.layout)
+        self.progress.message(f"signed {result.pinned}: {report.added} item(s) attached by {report.signer}", group=name)
 
     def _current_digest(self, package: Package) -> str:
         if self.options.push:

@@ -37,6 +37,12 @@ def register(sub: Any) -> None:
                         help="registry to push to and pull bases from (default: $PKGTOOL_REGISTRY or 127.0.0.1:5000)")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="push even if git sees uncommitted changes (the tag gets a -dirty suffix)")
+    parser.add_argument("--sign", action="store_true",
+                        help="sign what is pushed and attach SLSA provenance, SBOMs and an in-toto link: "
+                        "with --key K, else keyless (Sigstore, from an ambient OIDC token, e.g. GitHub Actions)")
+    parser.add_argument("--key", metavar="K.key", default=None,
+                        help="cosign-compatible private key for --sign (password: $PKGTOOL_PASSWORD or "
+                        "$COSIGN_PASSWORD, else a prompt)")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="packages built at once (default: a small number for this machine)")
     parser.set_defaults(func=cmd_build)
@@ -60,6 +66,10 @@ def _options(args: argparse.Namespace) -> Any:
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.key and not args.sign:
+        raise UsageError("--key is for --sign")
+    if args.sign and not args.push:
+        raise UsageError("--sign signs what is pushed: it cannot be combined with --no-push")
     return BuildOptions(
         registry=settings.registry(args.registry),
         platforms=parse_platforms(args.platforms),
@@ -69,6 +79,7 @@ def _options(args: argparse.Namespace) -> Any:
         allow_dirty=args.allow_dirty,
         builder=args.builder,
         jobs=args.jobs or cpu_jobs(),
+        sign=args.sign,
     )
 
 
@@ -89,8 +100,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         for line in describe(plan.targets, plan.graph):
             print(line)
         return 0
+    signer = None
+    if options.sign:
+        from pathlib import Path
+
+        from pkgtool.sign.publish import signer_for
+
+        # Before building: a wrong password or a missing identity token fails now, not
+        # after the builds.
+        signer = signer_for(Path(args.key) if args.key else None)
     with Progress(args.progress) as progress:
-        results = execute(plan, progress=progress)
+        results = execute(plan, progress=progress, signer=signer)
     requested = set(plan.graph.requested)
     # stdout: one pinned reference per package asked for (dependencies are on stderr).
     for result in results:

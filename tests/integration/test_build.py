@@ -326,3 +326,55 @@ def test_index_merge_keeps_arches_built_elsewhere(repo: Path, base: basekit.Base
     again = pkgtool("manifest", "pkg/merge", cwd=repo)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().endswith(index.digest)
+
+
+# ----------------------------------------------------------------------------- signing
+
+
+def test_build_sign_then_verify_with_a_policy(repo: Path, base: basekit.Base, org: str, tmp_path: Path) -> None:
+    env = {"PKGTOOL_PASSWORD": "build-sign-test"}
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert pkgtool("key", "generate", "--output-prefix", str(keys / "k"), cwd=repo, env=env).returncode == 0
+    layout = pkgtool("intoto", "layout", "--key", str(keys / "k.key"), "--functionary", str(keys / "k.pub"),
+                     "--expires", "2099-01-01", "--output", str(keys / "root.layout"), cwd=repo, env=env)
+    assert layout.returncode == 0, layout.stderr
+    (keys / "policy.yml").write_text(
+        "version: 1\nbuilders: [https://pkgtool.dev/builders/local]\n"
+        "source_repositories: [https://example.org/pkgtool-test.git]\nrequire_revision: true\n"
+        f"base_images: ['{base.registry}/{base.repository}']\n"
+        "require:\n  signatures: [bundle, cosign]\n  attestations: [slsa-provenance, spdx]\n"
+        "in_toto:\n  layout: root.layout\n  keys: [k.pub]\n  require: always\n"
+    )
+    _git(repo, "remote", "add", "origin", "https://token@example.org/pkgtool-test.git")
+    df = from_base(base) + "RUN mkdir /out && uname -m > /out/arch\nFROM scratch\nCOPY --from=build /out/ /\n"
+    write_package(repo, "signed", org=org, dockerfile=df, build_yml="arches: [amd64, s390x]\n")
+    _commit(repo)
+
+    # --key without --sign, and --sign with --no-push, are usage errors.
+    assert pkgtool("build", "pkg/signed", "--key", str(keys / "k.key"), cwd=repo).returncode == 2
+    assert pkgtool("build", "pkg/signed", "--sign", "--no-push", cwd=repo).returncode == 2
+    wrong = pkgtool("build", "pkg/signed", "--sign", "--key", str(keys / "k.key"), cwd=repo,
+                    env={"PKGTOOL_PASSWORD": "wrong"})
+    assert wrong.returncode != 0 and "password" in wrong.stderr.lower() and "Traceback" not in wrong.stderr
+
+    built = pkgtool("build", "pkg/signed", "--sign", "--key", str(keys / "k.key"), cwd=repo, env=env)
+    assert built.returncode == 0, built.stderr
+    assert "signed " in built.stderr
+    ref = built.stdout.strip()
+    assert "build-sign-test" not in built.stderr + built.stdout
+
+    verified = pkgtool("verify", ref, "--key", str(keys / "k.pub"), "--policy", str(keys / "policy.yml"),
+                       "--output", "json", cwd=repo)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["verified"] is True
+    # The provenance records the commit and the clean clone URL; the image itself does not.
+    text = json.dumps(report)
+    assert "token@" not in text
+
+    other = tmp_path / "other"
+    other.mkdir()
+    assert pkgtool("key", "generate", "--output-prefix", str(other / "o"), cwd=repo, env=env).returncode == 0
+    denied = pkgtool("verify", ref, "--key", str(other / "o.pub"), cwd=repo)
+    assert denied.returncode == 1 and "Traceback" not in denied.stderr

@@ -19,9 +19,6 @@ from pkgtool.sign.policy import load_policy
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
-# Flags a workflow may use before the command that takes them has been wired: `build
-# --sign` is added by the package-build code on top of pkgtool.sign.publish.sign_package.
-PENDING_FLAGS = {("build", "--sign")}
 
 
 def _load(name: str) -> dict[Any, Any]:
@@ -81,8 +78,6 @@ def _check_invocation(words: list[str]) -> None:
     for word in rest:
         if word.startswith("--"):
             flag = word.split("=")[0]
-            if (command, flag) in PENDING_FLAGS:
-                continue
             assert flag in _options(parser), f"`pkgtool {command}`: no option {flag}"
 
 
