@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--registry", default=None,
                         help="registry for references without one (default $PKGTOOL_REGISTRY or 127.0.0.1:5000)")
     parser.add_argument("--output", choices=("text", "json"), default="text", help="report format")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="also rebuild the package from the source revision its provenance records "
+                        "(git archive of that commit, --force --no-push) and require identical digests")
     parser.set_defaults(func=cmd_verify)
 
 
@@ -87,8 +90,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
             message = " ".join(str(exc).split())
             print(json.dumps({"verified": False, "reference": args.reference, "error": message}))
         raise
+    document = report.to_json()
+    if args.rebuild:
+        document["rebuild"] = _rebuild(report, registry=settings.registry(args.registry))
     if args.output == "json":
-        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        print(json.dumps(document, indent=2, sort_keys=True))
     else:
         print(report.human())
+        for item in document.get("rebuild", []):
+            print(f"  rebuilt {item['platform']}: {item['rebuilt']} (identical to the signed image)")
     return 0
+
+
+def _rebuild(report: Any, *, registry: str) -> list[dict[str, str]]:
+    import sys
+
+    from pkgtool.build.rebuild import rebuild_from_provenance
+    from pkgtool.errors import PkgtoolError
+    from pkgtool.progress import Progress
+
+    if report.provenance is None:
+        raise PkgtoolError(f"{report.reference}@{report.root}: --rebuild needs SLSA provenance, and none verified")
+    with Progress("plain", stream=sys.stderr) as progress:
+        results = rebuild_from_provenance(report.provenance, signed=report.manifests, registry=registry,
+                                          progress=progress)
+    differ = [r for r in results if not r.matches]
+    if differ:
+        detail = "; ".join(f"{r.platform} signed {r.signed}, rebuilt {r.rebuilt}" for r in differ)
+        raise PkgtoolError(f"{report.reference}@{report.root}: rebuild check failed: not reproducible: {detail}")
+    return [{"platform": r.platform, "signed": r.signed, "rebuilt": r.rebuilt} for r in results]

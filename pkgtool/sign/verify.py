@@ -76,6 +76,8 @@ class VerifyReport:
     manifests: dict[str, str] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     ignored: list[Check] = field(default_factory=list)
+    # The verified SLSA predicate about the root digest, for `verify --rebuild`.
+    provenance: dict[str, Any] | None = None
 
     def passed(self, digest: str, check: str, detail: str) -> None:
         self.checks.append(Check(digest, check, detail))
@@ -296,6 +298,8 @@ def _check_provenance(digest: str, found: _Found, *, policy: Policy, report: Ver
                 raise SignatureError(f"{where}: base image {uri} is not pinned by digest")
             if not policy.base_image_allowed(name):
                 raise SignatureError(f"{where}: base image {name} is not allowed by {policy.source}")
+        if digest == report.root and report.provenance is None:
+            report.provenance = dict(statement.predicate)
         bases = ", ".join(f"{_base_repository(u)}@{d[:19]}…" for u, d in facts.base_images) or "none"
         report.passed(digest, "provenance (SLSA v1)",
                       f"builder {facts.builder_id}; source {facts.source_repository or '-'}"

@@ -378,3 +378,20 @@ def test_build_sign_then_verify_with_a_policy(repo: Path, base: basekit.Base, or
     assert pkgtool("key", "generate", "--output-prefix", str(other / "o"), cwd=repo, env=env).returncode == 0
     denied = pkgtool("verify", ref, "--key", str(other / "o.pub"), cwd=repo)
     assert denied.returncode == 1 and "Traceback" not in denied.stderr
+
+    # An auditor rebuilds from the recorded revision and gets the signed digests.
+    rebuilt = pkgtool("verify", ref, "--key", str(keys / "k.pub"), "--rebuild", "--output", "json", cwd=repo, timeout=900)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    rebuild = json.loads(rebuilt.stdout)["rebuild"]
+    assert [r["platform"] for r in rebuild] == ["linux/amd64", "linux/s390x"]
+    assert all(r["signed"] == r["rebuilt"] for r in rebuild)
+
+    # A package whose build is not deterministic is caught by the same check.
+    noisy = from_base(base) + "RUN mkdir /out && head -c 16 /dev/urandom > /out/noise\nFROM scratch\nCOPY --from=build /out/ /\n"
+    write_package(repo, "noisy", org=org, dockerfile=noisy, build_yml="arches: [amd64]\ndisable-cache: true\n")
+    _commit(repo)
+    built = pkgtool("build", "pkg/noisy", "--sign", "--key", str(keys / "k.key"), cwd=repo, env=env)
+    assert built.returncode == 0, built.stderr
+    caught = pkgtool("verify", built.stdout.strip(), "--key", str(keys / "k.pub"), "--rebuild", cwd=repo, timeout=900)
+    assert caught.returncode == 1
+    assert "rebuild check failed: not reproducible: linux/amd64" in caught.stderr.strip().splitlines()[-1]
