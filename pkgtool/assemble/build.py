@@ -23,12 +23,11 @@ newest layer's time, keeps outputs identical however the inputs were produced.
 from __future__ import annotations
 
 import concurrent.futures
-import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from pkgtool.errors import CacheError, PkgtoolError, UsageError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.spec.image import Id, ImageEntry, ImageSpec, image_references, load_image_spec, to_data
+from pkgtool.streams import chunk_file
 
 Progress = Callable[[str], None]
 # fetch(ref) -> the descriptor of the ref's manifest or index, whose blobs are in the cache.
@@ -191,27 +191,6 @@ def fetch_all(refs: Sequence[str], fetch: Fetcher, *, progress: Progress) -> dic
 
 # --------------------------------------------------------------------------- assembly
 
-class _ChunkStream(io.RawIOBase):
-    """A file-like reader over a content's chunks (for unpacking ``kernel.tar``)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._buffer = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._buffer:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._buffer = chunk
-        n = min(len(buffer), len(self._buffer))
-        buffer[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
-
-
 def flatten(layout: Any, image: PulledImage, tree: Tree) -> Tree:
     """The image's layers applied in order to a new tree sharing ``tree``'s spill store."""
     flat = Tree(store=tree.store)
@@ -303,7 +282,7 @@ class Assembler:
         k = self.spec.kernel
         ktree = Tree(store=self.tree.store)
         chunks = inode.content.chunks() if inode.content else iter(())
-        stream = io.BufferedReader(_ChunkStream(iter(chunks)), buffer_size=1 << 20)
+        stream = chunk_file(iter(chunks))
         ktree.apply_layer(stream, image=f"{k.image}: {k.tar_name}", layer=1)
         self.tree.overlay(ktree, what=f"{k.image}: {k.tar_name}", keep_dir_symlinks=True)
 

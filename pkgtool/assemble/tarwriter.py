@@ -9,13 +9,12 @@ names pax headers ``././@PaxHeader`` with zero mode and mtime, so they are stabl
 
 from __future__ import annotations
 
-import io
 import tarfile
-from collections.abc import Iterator
 from typing import IO
 
 from pkgtool.assemble.cpio import symlink_safe_mode
 from pkgtool.assemble.tree import Inode, Kind, Tree
+from pkgtool.streams import chunk_file
 
 _TYPES = {
     Kind.FILE: tarfile.REGTYPE,
@@ -25,25 +24,6 @@ _TYPES = {
     Kind.BLOCK: tarfile.BLKTYPE,
     Kind.FIFO: tarfile.FIFOTYPE,
 }
-
-
-class _ChunkReader(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._buffer = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._buffer:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._buffer = chunk
-        n = min(len(buffer), len(self._buffer))
-        buffer[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
 
 
 def write_tar(tree: Tree, out: IO[bytes], *, mtime: int) -> None:
@@ -58,7 +38,7 @@ def write_tar(tree: Tree, out: IO[bytes], *, mtime: int) -> None:
                 if earlier != path:
                     info.type, info.linkname, info.size = tarfile.LNKTYPE, earlier, 0
                 elif inode.content is not None and inode.size:
-                    reader = io.BufferedReader(_ChunkReader(inode.content.chunks()))
+                    reader = chunk_file(inode.content.chunks())
             archive.addfile(info, reader)
 
 

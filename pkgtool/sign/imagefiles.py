@@ -21,12 +21,13 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Protocol, cast
 
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
+from pkgtool.streams import chunk_file
 
 if TYPE_CHECKING:
     from pkgtool.oci.layout import Layout
@@ -62,34 +63,7 @@ class CacheOrRegistry:
         if self.layout is not None and self.layout.has_blob(descriptor.digest):
             return self.layout.open_blob(descriptor.digest)
         chunks = self.client.iter_blob(self.repository, descriptor.digest, expected_size=descriptor.size)
-        return cast(IO[bytes], io.BufferedReader(_ChunkReader(chunks), buffer_size=_CHUNK))
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file over an iterator of chunks (the registry client's verifying stream)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._buffer = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._buffer:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._buffer = chunk
-        n = min(len(buffer), len(self._buffer))
-        buffer[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-        super().close()
+        return cast(IO[bytes], chunk_file(chunks, buffer_size=_CHUNK))
 
 
 def read_files(
