@@ -55,7 +55,6 @@ import hashlib
 import json
 import os
 import stat as statmod
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from typing import Any
 from pkgtool import fswalk
 from pkgtool.dockerignore import PatternMatcher, read_dockerignore
 from pkgtool.errors import PkgtoolError
+from pkgtool.fileio import atomic_write
 from pkgtool.spec.package import PackageSpec, merge_build_args
 
 VERSION = "pkgtool-content-hash/v1"
@@ -139,14 +139,8 @@ class StatCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(json.dumps({"format": _CACHE_FORMAT, "entries": self.new}, separators=(",", ":")).encode())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            data = json.dumps({"format": _CACHE_FORMAT, "entries": self.new}, separators=(",", ":")).encode()
+            atomic_write(self.path, data, mode=0o644)
         except OSError:
             # The cache is an optimisation: failing to write it must not fail the hash.
             pass

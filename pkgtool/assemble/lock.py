@@ -8,14 +8,13 @@ file is written to a temp file and renamed over the old one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pkgtool.errors import UsageError
+from pkgtool.fileio import atomic_write
 from pkgtool.yamlload import PathKey, YamlDoc, load_yaml
 
 Resolver = Callable[[str], str]  # reference -> sha256 digest of its manifest or index
@@ -73,13 +72,5 @@ def lock_file(path: Path, resolve: Resolver) -> list[tuple[str, str]]:
         lines[index] = lines[index].replace(ref.ref, new)
         changes.append((ref.ref, new))
     if changes:
-        fd, tmp = tempfile.mkstemp(prefix=".pkgtool-tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write("".join(lines))
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, "".join(lines).encode("utf-8"))
     return changes

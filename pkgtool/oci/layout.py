@@ -35,7 +35,6 @@ colon (``skopeo inspect oci:/var/cache/pkgtool:127.0.0.1:5000/org/img:tag``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import io
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pkgtool.errors import CacheError, DigestMismatchError, PkgtoolError
+from pkgtool.fileio import TEMP_PREFIX, atomic_write, fsync_dir
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, check_digest
 
@@ -57,7 +57,6 @@ LAYOUT_VERSION = "1.0.0"
 LOCK_NAME = "index.json.lock"
 # Every temp file pkgtool creates inside the layout starts with this, so gc and the
 # "is this directory ours?" check can recognise them.
-TEMP_PREFIX = ".pkgtool-tmp-"
 # Blobs younger than this are never collected: another process may have just ingested
 # them and not tagged them yet.  A pull of a big image takes well under this.
 DEFAULT_GC_GRACE_SECONDS = 600.0
@@ -99,7 +98,7 @@ class Layout:
             self.root.mkdir(parents=True, exist_ok=True)
             if not self.layout_path.exists():
                 marker = json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode()
-                _atomic_write(self.layout_path, marker)
+                atomic_write(self.layout_path, marker, mode=0o644)
             self._check_layout_version()
             self.blobs_dir.mkdir(parents=True, exist_ok=True)
             if not self.index_path.exists():
@@ -263,7 +262,7 @@ class Layout:
             except FileNotFoundError:
                 # Same-content renames are harmless: concurrent writers of one blob both win.
                 os.replace(tmp, target)
-                _fsync_dir(self.blobs_dir)
+                fsync_dir(self.blobs_dir)
             except PermissionError:
                 pass
             tmp.unlink(missing_ok=True)
@@ -344,7 +343,7 @@ class Layout:
     def _write_index(self, index: dict[str, Any]) -> None:
         # Pretty and sorted: humans read this file when debugging the cache.
         data = json.dumps(index, indent=2, sort_keys=True).encode() + b"\n"
-        _atomic_write(self.index_path, data)
+        atomic_write(self.index_path, data, mode=0o644)
 
     def _update_index(self, change: Callable[[dict[str, Any]], None]) -> None:
         """Read-modify-write ``index.json`` under the exclusive lock."""
@@ -694,38 +693,6 @@ def _mkstemp(directory: Path) -> tuple[int, str]:
     name = directory / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     return fd, str(name)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` so readers see the old or the new content, never a mix."""
-    fd, tmp = _mkstemp(path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; some file systems refuse to fsync a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _os_reason(exc: OSError) -> str:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.fileio import TEMP_PREFIX
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json, check_digest, sha256_digest
 from pkgtool.oci.layer import (
@@ -60,7 +61,7 @@ from pkgtool.oci.layer import (
     clean_path,
     normalize_layer,
 )
-from pkgtool.oci.layout import TEMP_PREFIX, Layout
+from pkgtool.oci.layout import Layout
 from pkgtool.oci.manifest import build_manifest, parse_manifest, platform_matches
 
 LAYER_MEDIA_TYPES: dict[str, str] = {

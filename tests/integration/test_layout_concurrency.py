@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from pkgtool.fileio import TEMP_PREFIX
 from pkgtool.oci import mediatypes as mt
 from pkgtool.oci.descriptor import Descriptor, canonical_json, sha256_digest
-from pkgtool.oci.layout import TEMP_PREFIX, Layout
+from pkgtool.oci.layout import Layout
 
 pytestmark = pytest.mark.integration
 
