@@ -51,3 +51,20 @@ def fsync_dir(directory: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def replace_on_lines(path: Path, edits: list[tuple[int, str, str]]) -> None:
+    """Replace ``old`` by ``new`` on 1-based line ``line`` for each edit, atomically.
+
+    Each ``old`` must occur exactly once on its line, so an edit can never land on the
+    wrong text; everything else in the file (comments, quoting, layout) is kept.
+    """
+    from pkgtool.errors import UsageError
+
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for line, old, new in edits:
+        index = line - 1
+        if not 0 <= index < len(lines) or lines[index].count(old) != 1:
+            raise UsageError(f"{path}:{line}: cannot rewrite {old!r} in place (put it on its own line)")
+        lines[index] = lines[index].replace(old, new)
+    atomic_write(path, "".join(lines).encode("utf-8"))

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pkgtool.errors import UsageError
-from pkgtool.fileio import atomic_write
+from pkgtool.fileio import replace_on_lines
 from pkgtool.yamlload import PathKey, YamlDoc, load_yaml
 
 Resolver = Callable[[str], str]  # reference -> sha256 digest of its manifest or index
@@ -59,18 +58,11 @@ def unpinned(path: Path) -> list[Reference]:
 def lock_file(path: Path, resolve: Resolver) -> list[tuple[str, str]]:
     """Pin the references of ``path``; returns (old, new) for each change."""
     doc = load_yaml(path)
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    changes: list[tuple[str, str]] = []
+    edits: list[tuple[int, str, str]] = []
     for ref in references(doc):
-        if ref.pinned:
-            continue
-        digest = resolve(ref.ref)
-        new = f"{ref.ref}@{digest}"
-        index = ref.line - 1
-        if not 0 <= index < len(lines) or lines[index].count(ref.ref) != 1:
-            raise UsageError(f"{doc.where(ref.path)}: cannot rewrite {ref.ref!r} in place (put it on its own line)")
-        lines[index] = lines[index].replace(ref.ref, new)
-        changes.append((ref.ref, new))
-    if changes:
-        atomic_write(path, "".join(lines).encode("utf-8"))
+        if not ref.pinned:
+            edits.append((ref.line, ref.ref, f"{ref.ref}@{resolve(ref.ref)}"))
+    if edits:
+        replace_on_lines(path, edits)
+    changes = [(old, new) for _line, old, new in edits]
     return changes

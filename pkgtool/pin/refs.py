@@ -121,12 +121,6 @@ def yaml_refs(path: Path) -> list[Ref]:
 
 def rewrite(path: Path, changes: list[tuple[Ref, str]]) -> None:
     """Replace each reference's text on its line, atomically, keeping the rest of the file."""
-    from pkgtool.fileio import atomic_write
+    from pkgtool.fileio import replace_on_lines
 
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    for ref, new in changes:
-        index = ref.line - 1
-        if not 0 <= index < len(lines) or lines[index].count(ref.text) != 1:
-            raise ValueError(f"{path}:{ref.line}: {ref.text!r} is not on that line exactly once")
-        lines[index] = lines[index].replace(ref.text, new)
-    atomic_write(path, "".join(lines).encode("utf-8"))
+    replace_on_lines(path, [(ref.line, ref.text, new) for ref, new in changes])
