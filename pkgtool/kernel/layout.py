@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import stat
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
@@ -195,17 +196,59 @@ def build_kernel_layout(deb: Path, *, arch: str, epoch: int, vmlinux: bool, work
     spool.root.mkdir(parents=True)
     _spool_deb(deb, spool)
     release = _release(spool, deb.name)
-    _index_modules(spool, release, deb.name)
     kernel = spool.boot[f"vmlinuz-{release}"] if f"vmlinuz-{release}" in spool.boot else spool.boot[f"vmlinux-{release}"]
-    bzimage.check_kernel_kind(kernel, arch=arch, source=f"{deb.name}: boot/vmlinuz-{release}")
+    return write_layout(spool, release=release, kernel=kernel, config=spool.boot[f"config-{release}"],
+                        system_map=spool.boot[f"System.map-{release}"], arch=arch, epoch=epoch,
+                        vmlinux=vmlinux, image=workdir / "image", source=f"{deb.name}: boot/vmlinuz-{release}")
 
-    image = workdir / "image"
+
+def spool_installed_modules(root: Path, release: str, *, source: str) -> _Spool:
+    """A spool over ``root/lib/modules/<release>`` as ``make modules_install`` left it.
+
+    Kbuild's absolute ``build`` and ``source`` symlinks (into the build machine's tree) are
+    dropped; any other symlink must stay inside ``lib/modules``; nothing but files,
+    directories and symlinks is accepted.
+    """
+    spool = _Spool(root=root)
+    top = root / "lib" / "modules" / release
+    if not top.is_dir() or top.is_symlink():
+        raise KernelLayoutError(f"{source}: modules_install made no lib/modules/{release}/")
+    for current, dirs, files in os.walk(top):
+        dirs.sort()
+        rel_dir = Path(current).relative_to(root).as_posix()
+        spool.dirs[rel_dir] = os.lstat(current).st_mode & 0o7777
+        for name in sorted([*dirs, *files]):
+            path = Path(current) / name
+            rel = f"{rel_dir}/{name}"
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(path)
+                if rel_dir == f"lib/modules/{release}" and name in ("build", "source"):
+                    path.unlink()
+                    continue
+                resolved = posixpath.normpath(posixpath.join(rel_dir, target))
+                if target.startswith("/") or not resolved.startswith("lib/modules/"):
+                    raise KernelLayoutError(f"{source}: refusing symlink {rel} -> {target} leaving lib/modules")
+                spool.symlinks[rel] = target
+            elif stat.S_ISREG(st.st_mode):
+                spool.files[rel] = st.st_mode & 0o7777
+            elif not stat.S_ISDIR(st.st_mode):
+                raise KernelLayoutError(f"{source}: refusing {rel}: only files, directories and symlinks are expected")
+        dirs[:] = [d for d in dirs if not (Path(current) / d).is_symlink()]
+    return spool
+
+
+def write_layout(spool: _Spool, *, release: str, kernel: bytes, config: bytes, system_map: bytes,
+                 arch: str, epoch: int, vmlinux: bool, image: Path, source: str) -> KernelLayout:
+    """Index the spooled modules and write /kernel, /kernel.tar, /System.map, /config (+ /vmlinux)."""
+    _index_modules(spool, release, source)
+    bzimage.check_kernel_kind(kernel, arch=arch, source=source)
     image.mkdir()
     (image / "kernel").write_bytes(kernel)
-    (image / "config").write_bytes(spool.boot[f"config-{release}"])
-    (image / "System.map").write_bytes(spool.boot[f"System.map-{release}"])
+    (image / "config").write_bytes(config)
+    (image / "System.map").write_bytes(system_map)
     if vmlinux:
-        (image / "vmlinux").write_bytes(bzimage.extract_vmlinux(kernel, source=f"{deb.name}: boot/vmlinuz-{release}"))
+        (image / "vmlinux").write_bytes(bzimage.extract_vmlinux(kernel, source=source))
     write_modules_tar(spool.root, dirs=spool.dirs, files=spool.files, symlinks=spool.symlinks,
                       out=image / "kernel.tar", epoch=epoch)
     shutil.rmtree(spool.root)

@@ -95,6 +95,8 @@ def _check_keys(doc: YamlDoc, data: dict[str, object], path: tuple[str | int, ..
 
 def _string(doc: YamlDoc, data: dict[str, object], path: tuple[str | int, ...], key: str, pattern: re.Pattern[str]) -> str:
     value = data.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise doc.error((*path, key), "must be a string: YAML read this value as a number, so quote it")
     if not isinstance(value, str) or not pattern.match(value):
         raise doc.error((*path, key), f"required, must match {pattern.pattern}")
     return value

@@ -284,3 +284,27 @@ def test_lock_refuses_to_remove_a_key_that_shares_its_line(tmp_path: Path) -> No
     editor = _Editor("a: {b: 1}\n")
     with pytest.raises(PkgtoolError, match="only key"):
         editor.delete(("a",), "b")
+
+
+def test_a_download_with_other_bytes_is_refused_and_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mirror's index agrees with the pin, but the bytes apt-get fetches do not."""
+    import subprocess
+
+    from pkgtool.errors import DigestMismatchError
+
+    def fake_download(argv: list[str], *, cwd: str, **_kw: object) -> subprocess.CompletedProcess[str]:
+        assert argv[:2] == ["apt-get", "download"]
+        (Path(cwd) / "linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb").write_bytes(b"tampered")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr("pkgtool.kernel.fetch.subprocess.run", fake_download)
+    with pytest.raises(DigestMismatchError, match=r"downloaded \.deb has sha256 .* but the pin says"):
+        fetch_deb(package="linux-image-6.1.0-57-amd64", arch="amd64", version="6.1.192-3", sha256=SHA["new-amd64"],
+                  cache=tmp_path, apt=AptCache(_mirror()))
+    assert list((tmp_path / "debs").iterdir()) == []
+
+
+def test_an_unquoted_numeric_digest_gets_a_clear_error(kernel_yml: Path) -> None:
+    kernel_yml.write_text(KERNEL_YML.replace(SHA["old-amd64"], "1" * 64))
+    with pytest.raises(UsageError, match=r"kernel.yml:8: arches.amd64.sha256: must be a string: .* quote it"):
+        load_kernel_spec(kernel_yml)
