@@ -150,7 +150,8 @@ def build_base(recipe: BaseRecipe, *, registry: str, force: bool = False, use_ca
     if not force and rootfs_image.index_complete(registry=registry, repository=recipe.image,
                                                  tag=tag, arches=recipe.arches):
         log(f"{ref}: already in the registry for {', '.join(recipe.arches)}")
-        return BaseBuildResult(ref=ref, tag=tag, skipped=True)
+        return BaseBuildResult(ref=ref, tag=tag, skipped=True,
+                               index_digest=_index_digest(registry, recipe.image, tag))
 
     def one(arch: str) -> tuple[ArchResult, Path]:
         start = time.monotonic()
@@ -185,6 +186,15 @@ def build_base(recipe: BaseRecipe, *, registry: str, force: bool = False, use_ca
             f"layer {result.layer_bytes / 1e6:.1f} MB compressed{' (cached bootstrap)' if result.cached else ''}")
     return BaseBuildResult(ref=ref, tag=tag, skipped=False, index_digest=index.digest,
                            arches=[r for r, _ in done])
+
+
+def _index_digest(registry: str, repository: str, tag: str) -> str:
+    """The digest ``repository:tag`` resolves to now (for printing a pinnable reference)."""
+    from pkgtool.oci.registry import RegistryClient
+
+    with RegistryClient(registry) as client:
+        found = client.head_manifest(repository, tag)
+    return found.digest if found is not None else ""
 
 
 def remove_cached_bootstraps(tag: str) -> None:
