@@ -207,3 +207,27 @@ def test_build_environment_is_clean_and_fixed(tmp_path: Path, monkeypatch: pytes
     assert env["SOURCE_DATE_EPOCH"] == "1700000000"
     assert env["KBUILD_BUILD_USER"] == env["KBUILD_BUILD_HOST"] == "pkgtool"
     assert env["LOCALVERSION"] == "" and env["LC_ALL"] == "C" and env["TZ"] == "UTC"
+
+
+def test_missing_dependencies_are_installed_with_apt_get_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    installed: set[str] = {"make"}
+    calls: list[list[str]] = []
+    monkeypatch.setattr(source, "missing_packages", lambda pkgs: [p for p in pkgs if p not in installed])
+    monkeypatch.setattr(source.os, "geteuid", lambda: 0)
+
+    def fake_run(argv: list[str], **_kw: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        installed.update(a for a in argv if a in ("bison", "flex"))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr("pkgtool.kernel.source.subprocess.run", fake_run)
+    logged: list[str] = []
+    source.ensure_packages(["make", "bison", "flex"], install=True, log=logged.append)
+    assert calls == [["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600",
+                      "bison", "flex"]]
+    assert logged == ["installing build dependencies: bison flex"]
+    # apt-get "succeeds" but the package is still missing: a clear error, not a later compile failure.
+    with pytest.raises(source.SourceBuildError, match=r"could not install the kernel build dependencies libelf-dev"):
+        source.ensure_packages(["libelf-dev"], install=True, log=logged.append)
