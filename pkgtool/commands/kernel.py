@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
                        help="--from-source: only this arch (repeatable); the index keeps the other arches already pushed")
     build.add_argument("--jobs", "-j", type=int, default=0, help="--from-source: make -j (default: all CPUs)")
     build.add_argument("--out", default=None, metavar="DIR",
-                       help="--from-source: also write each arch's layout files to DIR/<arch>/")
+                       help="--from-source: also write each arch's layout files to DIR/<arch>/ (builds even if the tag is pushed)")
     build.add_argument("--no-push", action="store_true", help="--from-source: build (and --out) without pushing")
     build.add_argument("--no-install-deps", action="store_true",
                        help="--from-source: never run apt-get install; fail naming the missing packages")

@@ -308,3 +308,26 @@ def test_an_unquoted_numeric_digest_gets_a_clear_error(kernel_yml: Path) -> None
     kernel_yml.write_text(KERNEL_YML.replace(SHA["old-amd64"], "1" * 64))
     with pytest.raises(UsageError, match=r"kernel.yml:8: arches.amd64.sha256: must be a string: .* quote it"):
         load_kernel_spec(kernel_yml)
+
+
+def test_lock_cli_prints_changes_and_check_exits_1(kernel_yml: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from pkgtool import cli
+
+    monkeypatch.setattr("pkgtool.kernel.lock.AptCache", lambda: AptCache(_mirror()))
+    assert cli.main(["kernel", "lock", "--check", str(kernel_yml.parent)]) == 1
+    out = capsys.readouterr()
+    assert out.out.splitlines()[0] == f"{kernel_yml}:3: version: 6.1.176-1 -> 6.1.192-3"
+    assert "pin(s) out of date" in out.err and kernel_yml.read_text() == KERNEL_YML
+    assert cli.main(["kernel", "lock", str(kernel_yml.parent)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 8
+    assert cli.main(["kernel", "lock", "--check", str(kernel_yml)]) == 0
+    assert "up to date" in capsys.readouterr().err
+
+
+def test_build_flags_for_source_builds_only(kernel_yml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pkgtool import cli
+
+    assert cli.main(["kernel", "build", "--arch", "amd64", str(kernel_yml)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "pkgtool: error: --arch: only with --from-source"
