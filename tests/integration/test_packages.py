@@ -1,0 +1,593 @@
+"""The package set in pkg/ on the real stack: `pkgtool build --all pkg/` for amd64, arm64 and
+s390x, each package's content checked from the pushed images under its own arch (qemu-user
+through binfmt for arm64 and s390x), and the set booted under QEMU.
+
+The module fixture works in a temporary git copy of pkg/.  When the committed base locks no
+longer match what the mirror resolves, it refreshes them there (`pkgtool base lock`) and
+re-pins the FROM lines (`pkgtool update-hashes`, which builds the new base) instead of
+failing; test_base.py keeps checking that a stale lock on its own gives a clear error.
+
+Builds are cached legitimately: a package whose tag is in the registry is not rebuilt, so
+build times are only measured for what this run built.  Measurements (build seconds per
+package and arch, compressed sizes, boot times) are printed at the end of the module (run
+with -s) and written to $PKGTOOL_MEASURE_DIR/packages.json when that variable is set.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pkgtool.base.lockfile import lock_differences
+from pkgtool.base.recipe import BaseRecipe, load_recipe
+from pkgtool.oci.registry import RegistryClient
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ARCHES = ("amd64", "arm64", "s390x")
+PACKAGES = ("containerd", "getty", "init", "modprobe", "poweroff", "rngd", "runc", "sshd", "sysctl", "udhcpc")
+# ELF e_machine and the data encoding byte (1 little, 2 big endian) of each arch.
+ELF_MACHINE = {"amd64": (62, 1), "arm64": (183, 1), "s390x": (22, 2)}
+UNAME = {"amd64": "x86_64", "arm64": "aarch64", "s390x": "s390x"}
+CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0", "s390x": "ttysclp0"}
+KERNEL_DIR = REPO / "kernel" / "bookworm-6.1"
+# Debian's kernel ships every module uncompressed (~450 MB unpacked): the initramfs needs
+# the room, twice over while it is unpacked.
+BOOT_MEM_MIB = 2048
+
+MEASURE: dict[str, Any] = {"build_seconds": {}, "compressed_bytes": {}, "boot_seconds": {}}
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True)
+
+
+def _pkgtool(*args: str, cwd: Path, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "pkgtool", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PKGTOOL_PROGRESS": "plain"})
+    assert proc.returncode == 0, f"pkgtool {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def _commit(root: Path, message: str) -> None:
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "--allow-empty", "-m", message)
+
+
+# --------------------------------------------------------------------------- the package set
+
+def mirror_drift(recipe: BaseRecipe) -> dict[str, list[str]]:
+    """Per arch, how the committed lock differs from what the mirror resolves now."""
+    from pkgtool.base import bootstrap
+    from pkgtool.base.build import load_locks
+
+    locks = load_locks(recipe)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(recipe.arches)) as pool:
+        resolved = dict(zip(recipe.arches, pool.map(lambda a: bootstrap.resolve(recipe, a), recipe.arches), strict=True))
+    return {arch: diffs for arch in recipe.arches if (diffs := lock_differences(locks[arch], resolved[arch]))}
+
+
+def refresh_for_moved_mirror(root: Path, registry: str) -> dict[str, list[str]]:
+    """If the mirror moved on, rewrite the base locks in ``root`` and re-pin every FROM line
+    (building the new base); returns the differences found (empty: nothing to do)."""
+    from pkgtool.base.build import write_locks
+
+    recipe = load_recipe(root / "pkg" / "base" / "base.yml")
+    drift = mirror_drift(recipe)
+    if drift:
+        write_locks(recipe)
+        _pkgtool("update-hashes", "--registry", registry, str(root), cwd=root)
+        _commit(root, "refresh the base locks for the moved mirror and re-pin")
+    return drift
+
+
+@dataclass
+class PackageSet:
+    root: Path
+    registry: str
+    refs: dict[str, str]  # name -> REGISTRY/ORG/IMAGE:TAG
+    digests: dict[str, str]  # name -> index digest
+    manifests: dict[str, dict[str, str]]  # name -> arch -> manifest digest
+    mirror_moved: dict[str, list[str]]
+    rootfs_dir: Path
+    _extracted: dict[tuple[str, str], Path] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def repository(self, name: str) -> str:
+        return self.refs[name].split("/", 1)[1].rsplit(":", 1)[0]
+
+    def pinned(self, name: str) -> str:
+        return f"{self.refs[name]}@{self.digests[name]}"
+
+    def rootfs(self, name: str, arch: str) -> Path:
+        """The package's image for ``arch``, unpacked (once) from the registry."""
+        with self._lock:
+            if (name, arch) in self._extracted:
+                return self._extracted[(name, arch)]
+            dest = self.rootfs_dir / f"{name}-{arch}"
+            with RegistryClient(self.registry) as client:
+                manifest = client.get_manifest(self.repository(name), self.manifests[name][arch])
+                for layer in manifest.layers:
+                    data = b"".join(client.iter_blob(self.repository(name), layer.digest, expected_size=layer.size))
+                    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
+                        tf.extractall(dest, filter="fully_trusted")
+            self._extracted[(name, arch)] = dest
+            return dest
+
+
+def _layer_bytes(registry: str, repository: str, digest: str) -> int:
+    with RegistryClient(registry) as client:
+        return sum(layer.size for layer in client.get_manifest(repository, digest).layers)
+
+
+@pytest.fixture(scope="module")
+def pkgset(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackageSet]:
+    from pkgtool.base.build import build_base
+    from pkgtool.build.api import execute, make_plan
+    from pkgtool.build.plan import BuildOptions
+    from pkgtool.buildkit import BuildError
+    from pkgtool.progress import Progress
+    from pkgtool.spec.package import find_packages
+
+    work = tmp_path_factory.mktemp("pkgset")
+    root = work / "repo"
+    shutil.copytree(REPO / "pkg", root / "pkg", symlinks=True)
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "test@example.org")
+    _git(root, "config", "user.name", "test")
+    _commit(root, "the package set")
+    moved = refresh_for_moved_mirror(root, registry)
+    # The base first (a no-op when the registry has it): the packages build FROM it.
+    build_base(load_recipe(root / "pkg" / "base" / "base.yml"), registry=registry)
+
+    plan = make_plan(find_packages(root / "pkg"), BuildOptions(registry=registry), cache_dir=work / "cache")
+    log = io.StringIO()
+    start = time.monotonic()
+    try:
+        with Progress("plain", stream=log) as progress:
+            results = execute(plan, progress=progress)
+    except BuildError as exc:
+        if "pkgcopy.sh" in str(exc) and "not found" in str(exc):
+            pytest.fail("pkgtool build did not put build.yml's extra-sources (../lib/pkgcopy.sh) into the "
+                        f"build context: {exc}\n{log.getvalue()[-3000:]}")
+        raise
+    MEASURE["build_seconds"]["total"] = round(time.monotonic() - start, 1)
+    refs, digests, manifests = {}, {}, {}
+    for result in results:
+        name = result.package.dir.name
+        refs[name], digests[name] = result.ref, result.digest
+        manifests[name] = {arch: d.digest for arch, d in result.manifests.items()}
+        for arch, built in result.arch_builds.items():
+            MEASURE["build_seconds"][f"{name}/{arch}"] = round(built.seconds, 1)
+    yield PackageSet(root=root, registry=registry, refs=refs, digests=digests, manifests=manifests,
+                     mirror_moved=moved, rootfs_dir=work / "rootfs")
+    _report()
+
+
+def _report() -> None:
+    text = json.dumps(MEASURE, indent=2, sort_keys=True)
+    print(f"\npackage set measurements:\n{text}")
+    if out := os.environ.get("PKGTOOL_MEASURE_DIR"):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "packages.json").write_text(text + "\n")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def run_in(root: Path, *argv: str, timeout: float = 120, dev: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` chrooted into ``root`` (foreign arches through binfmt), in a private
+    mount namespace; ``dev`` bind-mounts the host's /dev and mounts a fresh /proc and /run."""
+    mounts = ""
+    if dev:
+        for d in ("dev", "proc", "run"):
+            (root / d).mkdir(exist_ok=True)
+        mounts = f"mount --bind /dev {root}/dev && mount -t proc proc {root}/proc && mount -t tmpfs tmpfs {root}/run && "
+    script = mounts + 'exec chroot "$0" "$@"'
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, str(root), *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}"
+    return proc.stdout + proc.stderr
+
+
+def elf_files(root: Path) -> Iterator[tuple[Path, int, int]]:
+    """(path, e_machine, data encoding) of every regular ELF file under ``root``."""
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        with open(path, "rb") as f:
+            head = f.read(20)
+        if head[:4] == b"\x7fELF" and len(head) == 20:
+            machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+            yield path, machine, head[5]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- the build
+
+def test_every_package_is_built_for_three_arches(pkgset: PackageSet) -> None:
+    assert set(PACKAGES) <= set(pkgset.refs), sorted(pkgset.refs)
+    for name in PACKAGES:
+        assert set(pkgset.manifests[name]) == set(ARCHES), (name, pkgset.manifests[name])
+        for arch in ARCHES:
+            MEASURE["compressed_bytes"][f"{name}/{arch}"] = _layer_bytes(
+                pkgset.registry, pkgset.repository(name), pkgset.manifests[name][arch])
+
+
+def test_from_lines_are_pinned_and_current(pkgset: PackageSet) -> None:
+    out = _pkgtool("lint", str(pkgset.root), cwd=pkgset.root)
+    assert "pinned and current" in out.stdout + out.stderr
+
+
+def test_no_tools_of_the_build_stage_leak_into_an_image(pkgset: PackageSet) -> None:
+    for name in PACKAGES:
+        for arch in ARCHES:
+            root = pkgset.rootfs(name, arch)
+            assert not (root / "pkgcopy.sh").exists() and not (root / "out").exists(), (name, arch)
+            assert not (root / "usr/bin/python3").exists() and not (root / "usr/bin/apt").exists(), (name, arch)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_every_elf_file_is_built_for_its_arch(pkgset: PackageSet, arch: str) -> None:
+    for name in PACKAGES:
+        elves = list(elf_files(pkgset.rootfs(name, arch)))
+        assert elves, name
+        for path, machine, encoding in elves:
+            assert (machine, encoding) == ELF_MACHINE[arch], f"{name} {arch}: {path} is ELF machine {machine}"
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_sbom_hook_lists_each_debian_package_with_version_and_license(pkgset: PackageSet, arch: str) -> None:
+    from pkgtool.base.lockfile import load_lock
+
+    lock = load_lock(pkgset.root / "pkg" / "base" / f"versions.{arch}")
+    expect = {"init": {"busybox-static", "jq", "libc6"}, "runc": {"runc", "libseccomp2"}, "containerd": {"containerd"},
+              "sshd": {"openssh-server", "openssh-client", "openssh-sftp-server", "libssl3"}, "rngd": {"jitterentropy-rngd"},
+              "getty": {"busybox-static"}, "udhcpc": {"busybox-static"}}
+    for name in PACKAGES:
+        root = pkgset.rootfs(name, arch)
+        status = {p.name: p.read_text() for p in (root / "var/lib/dpkg/status.d").iterdir()}
+        assert expect.get(name, {"busybox-static"}) <= set(status), (name, sorted(status))
+        for pkg, text in status.items():
+            fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line and not line.startswith(" "))
+            assert fields["Package"] == pkg and fields["Status"] == "install ok installed", (name, pkg)
+            assert fields["Version"] == lock[pkg], (name, pkg, fields["Version"])
+            assert (root / f"usr/share/doc/{pkg}/copyright").stat().st_size > 0, (name, pkg)
+
+
+# --------------------------------------------------------------------------- content, per arch
+
+SCRIPTS = {
+    "init": ("/init", "/etc/init.d/rcS", "/etc/init.d/rcK", "/usr/lib/pkgtool-init/bundle"),
+    "getty": ("/usr/bin/consoles", "/etc/profile"),
+    "sshd": ("/usr/sbin/sshd-start",),
+    "udhcpc": ("/usr/share/udhcpc/default.script",),
+    "sysctl": ("/usr/sbin/sysctl-apply",),
+    "modprobe": ("/usr/sbin/modules-load",),
+    "poweroff": ("/usr/sbin/shutdown-after",),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_shell_scripts_parse_with_the_images_own_busybox(pkgset: PackageSet, arch: str) -> None:
+    for name, scripts in SCRIPTS.items():
+        root = pkgset.rootfs(name, arch)
+        for script in scripts:
+            ok(run_in(root, "/usr/bin/busybox", "sh", "-n", script))
+        assert ok(run_in(root, "/bin/sh", "-c", "uname -m")).strip() == UNAME[arch]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_init_has_its_tools(pkgset: PackageSet, arch: str) -> None:
+    root = pkgset.rootfs("init", arch)
+    assert ok(run_in(root, "/usr/bin/jq", "-n", "-r", '{"mounts": [1, 2]} | .mounts | length')).strip() == "2"
+    for applet in ("sbin/init", "sbin/switch_root", "bin/setsid", "sbin/modprobe", "sbin/ip", "bin/mount"):
+        assert (root / applet).exists(), applet
+    assert os.readlink(root / "sbin") == "usr/sbin" and os.readlink(root / "lib") == "usr/lib"
+    assert (root / "etc/inittab").read_text().count("::sysinit:/etc/init.d/rcS") == 1
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_container_tools_run_under_their_arch(pkgset: PackageSet, arch: str) -> None:
+    assert "runc version 1.1" in ok(run_in(pkgset.rootfs("runc", arch), "/usr/bin/runc", "--version"))
+    containerd = pkgset.rootfs("containerd", arch)
+    assert "containerd" in ok(run_in(containerd, "/usr/bin/containerd", "--version"))
+    assert "ctr" in ok(run_in(containerd, "/usr/bin/ctr", "--version"))
+    assert (containerd / "usr/bin/containerd-shim-runc-v2").is_file()
+    assert "jitterentropy-rngd" in ok(run_in(pkgset.rootfs("rngd", arch), "/usr/sbin/jitterentropy-rngd", "--version"))
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_sshd_configuration_passes_its_own_test_mode(pkgset: PackageSet, arch: str, tmp_path: Path) -> None:
+    root = tmp_path / "sshd"
+    shutil.copytree(pkgset.rootfs("sshd", arch), root, symlinks=True)
+    (root / "etc/ssh/hostkeys").mkdir()
+    ok(run_in(root, "/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/etc/ssh/hostkeys/ssh_host_ed25519_key", dev=True))
+    out = ok(run_in(root, "/bin/sh", "-c", "mkdir -p /run/sshd && /usr/sbin/sshd -t -h /etc/ssh/hostkeys/ssh_host_ed25519_key && ssh-keygen -l -f /etc/ssh/hostkeys/ssh_host_ed25519_key.pub", dev=True))
+    assert "ED25519" in out
+    config = (root / "etc/ssh/sshd_config").read_text()
+    assert "PasswordAuthentication no" in config and "PermitRootLogin prohibit-password" in config
+
+
+def test_sshd_logs_in_with_a_key_only(pkgset: PackageSet, tmp_path: Path) -> None:
+    """amd64 natively: sshd-start generates the host keys, a key logs in, a password does not."""
+    root = tmp_path / "sshd"
+    shutil.copytree(pkgset.rootfs("sshd", "amd64"), root, symlinks=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
+    (root / "root/.ssh").mkdir(mode=0o700)
+    shutil.copy(tmp_path / "key.pub", root / "root/.ssh/authorized_keys")
+    port = free_port()
+    for d in ("dev", "proc", "run"):
+        (root / d).mkdir(exist_ok=True)
+    server = subprocess.Popen(
+        ["unshare", "-m", "sh", "-c", f"mount --bind /dev {root}/dev && mount -t proc proc {root}/proc && "
+         f"mount -t tmpfs tmpfs {root}/run && exec chroot {root} /usr/sbin/sshd-start -p {port} -o ListenAddress=127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ssh = ["ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+           "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p", str(port)]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            login = subprocess.run([*ssh, "-i", str(tmp_path / "key"), "root@127.0.0.1", "echo IN-$(id -u); uname -m"],
+                                   capture_output=True, text=True, timeout=60)
+            if login.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert login.stdout.split() == ["IN-0", "x86_64"], login.stderr
+        refused = subprocess.run([*ssh, "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
+                                  "root@127.0.0.1", "true"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "Permission denied (publickey)" in refused.stderr
+        sftp = subprocess.run(["sftp", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                               "-o", "BatchMode=yes", "-i", str(tmp_path / "key"), "-P", str(port), "-b", "-", "root@127.0.0.1"],
+                              input="ls /etc/ssh\n", capture_output=True, text=True, timeout=60)
+        assert "sshd_config" in sftp.stdout, sftp.stderr
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert "sshd-start: new host key 256 SHA256:" in out and "(ED25519)" in out
+
+
+def test_build_files_are_deterministic(pkgset: PackageSet, registry: str, tmp_path: Path) -> None:
+    """Build init and sshd again without BuildKit's cache: the same image digests, so
+    nothing a RUN step writes depends on time or chance."""
+    from pkgtool.build.api import execute, make_plan
+    from pkgtool.build.plan import BuildOptions
+    from pkgtool.progress import Progress
+
+    for name in ("init", "sshd"):
+        build_yml = pkgset.root / "pkg" / name / "build.yml"
+        build_yml.write_text(build_yml.read_text() + "disable-cache: true\n")
+    _commit(pkgset.root, "no cache")
+    try:
+        digests = []
+        for attempt in range(2):
+            plan = make_plan([pkgset.root / "pkg" / n for n in ("init", "sshd")],
+                             BuildOptions(registry=registry, force=attempt > 0), cache_dir=tmp_path / "cache")
+            with Progress("plain", stream=io.StringIO()) as progress:
+                results = execute(plan, progress=progress)
+            digests.append({r.package.dir.name: {a: d.digest for a, d in r.manifests.items()} for r in results})
+        assert digests[0] == digests[1]
+    finally:
+        _git(pkgset.root, "revert", "--no-edit", "HEAD")
+
+
+def test_a_moved_mirror_is_refreshed_in_the_copy(pkgset: PackageSet, registry: str, tmp_path: Path) -> None:
+    """A stale lock in the copy is rewritten from the mirror and the FROM pins stay current."""
+    from pkgtool.base.lockfile import format_lock, load_lock
+
+    root = tmp_path / "repo"
+    shutil.copytree(pkgset.root, root, symlinks=True)
+    lock_path = root / "pkg" / "base" / "versions.amd64"
+    lock = load_lock(lock_path)
+    good = lock_path.read_text()
+    lock_path.write_text(format_lock({**lock, "dash": "0.5.12-1"}, header="stale"))
+    _commit(root, "a stale lock")
+    drift = refresh_for_moved_mirror(root, registry)
+    assert drift == {"amd64": ["dash locked at 0.5.12-1, mirror has " + lock["dash"]]}
+    assert lock_path.read_text() == good
+    _pkgtool("lint", str(root), cwd=root)
+
+
+# --------------------------------------------------------------------------- booting the set
+
+@pytest.fixture(scope="module")
+def kernel_ref(registry: str) -> str:
+    ref = _pkgtool("kernel", "build", "--registry", registry, str(KERNEL_DIR), cwd=REPO).stdout.split()[-1]
+    if "@sha256:" not in ref:  # a no-op build prints the tag only
+        repository, tag = ref.split("/", 1)[1].rsplit(":", 1)
+        with RegistryClient(registry) as client:
+            found = client.head_manifest(repository, tag)
+        assert found is not None, ref
+        ref = f"{ref}@{found.digest}"
+    return ref
+
+
+def boot_yaml(pkgset: PackageSet, kernel: str, arch: str, *, authorized_key: str, poweroff_after: int) -> str:
+    p = pkgset.pinned
+    dhcp = ["/usr/sbin/udhcpc", "-f", "-q", "-n", "-t", "10", "-i", "eth0", "-O", "search", "-s", "/usr/share/udhcpc/default.script"]
+    show_logs = 'for f in /var/log/*.log; do echo "== $f"; cat "$f"; done; echo PKGTOOL-ONSHUTDOWN'
+    return f"""kernel:
+  image: {kernel}
+  cmdline: "console={CONSOLE[arch]} panic=-1"
+init:
+  - {p('init')}
+  - {p('runc')}
+onboot:
+  - name: sysctl
+    image: {p('sysctl')}
+  - name: modprobe
+    image: {p('modprobe')}
+    command: ["/usr/sbin/modules-load", "dummy"]
+  - name: marker
+    image: {p('getty')}
+    command: ["/bin/sh", "-c", "echo PKGTOOL-ONBOOT $(uname -m); exit 3"]
+  - name: dhcp
+    image: {p('udhcpc')}
+    command: {json.dumps(dhcp)}
+  - name: netns
+    image: {p('getty')}
+    net: new
+    runtime:
+      bindNS:
+        net: /run/netns/pkgtool-test
+    command: ["/bin/sh", "-c", "ip link set lo up"]
+  - name: joiner
+    image: {p('getty')}
+    net: /run/netns/pkgtool-test
+    command: ["/bin/sh", "-c", "ip -o link | grep -c . ; ip -4 addr show lo | grep -q 127.0.0.1 && echo NETNS-JOINED"]
+  - name: iface
+    image: {p('getty')}
+    runtime:
+      interfaces:
+        - name: veth0
+          add: veth
+          peer: veth1
+onshutdown:
+  - name: logs
+    image: {p('getty')}
+    binds: ["/var/log:/var/log"]
+    command: ["/bin/sh", "-c", {json.dumps(show_logs)}]
+services:
+  - name: getty
+    image: {p('getty')}
+  - name: rngd
+    image: {p('rngd')}
+  - name: sshd
+    image: {p('sshd')}
+  - name: poweroff
+    image: {p('poweroff')}
+    command: ["/usr/sbin/shutdown-after", "{poweroff_after}"]
+files:
+  - path: root/.ssh/authorized_keys
+    contents: {json.dumps(authorized_key + chr(10))}
+    mode: "0600"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch: str, tmp_path: Path) -> None:
+    """kernel + init + runc and the services: every container reports on the console, DHCP
+    configures eth0, a bindNS namespace is joined by a later container, a runtime.json the
+    init cannot honour is refused, sshd logs a key in (amd64: through a forwarded port), and
+    the machine powers off through init, running the onshutdown container first."""
+    from pkgtool.assemble.build import build_image, default_client_factory
+    from pkgtool.run.qemu import VMConfig, boot, find_media
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
+    key = (tmp_path / "key.pub").read_text().strip()
+    interactive = arch == "amd64"
+    yml = tmp_path / "set.yml"
+    yml.write_text(boot_yaml(pkgset, kernel_ref, arch, authorized_key=key, poweroff_after=400 if interactive else 60))
+    start = time.monotonic()
+    build_image([yml], formats=["kernel+initrd"], arch=arch, out_dir=tmp_path / "out", cache=tmp_path / "cache",
+                registry_client_factory=default_client_factory(registry))
+    MEASURE["boot_seconds"][f"{arch}/image-build"] = round(time.monotonic() - start, 1)
+    port = free_port()
+    vm = VMConfig(arch=arch, mem_mib=BOOT_MEM_MIB, networking=True, publish=((port, 22),) if interactive else ())
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["run"] = boot(find_media(tmp_path / "out" / "set"), vm, work=tmp_path, timeout=600, capture=True)
+
+    start = time.monotonic()
+    thread = threading.Thread(target=run)
+    thread.start()
+    if interactive:
+        ssh = ["ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-i", str(tmp_path / "key"), "-p", str(port), "root@127.0.0.1"]
+        deadline = time.monotonic() + 300
+        login = None
+        while time.monotonic() < deadline and thread.is_alive():
+            login = subprocess.run([*ssh, "echo SSH-IN; ip -4 addr show eth0; cat /etc/resolv.conf; "
+                                    "nsenter -t 1 -m -u -i -n -p runc list -q"], capture_output=True, text=True, timeout=60)
+            if login.returncode == 0:
+                break
+            time.sleep(3)
+        assert login is not None and login.returncode == 0, login.stderr if login else "VM exited"
+        MEASURE["boot_seconds"][f"{arch}/to-ssh-login"] = round(time.monotonic() - start, 1)
+        assert "SSH-IN" in login.stdout and "inet 10.0.2.15/24" in login.stdout and "nameserver 10.0.2.3" in login.stdout
+        assert sorted(login.stdout.split()[-4:]) == ["getty", "poweroff", "rngd", "sshd"], login.stdout
+        subprocess.run([*ssh, "poweroff"], capture_output=True, text=True, timeout=60)
+    thread.join(timeout=700)
+    MEASURE["boot_seconds"][f"{arch}/to-poweroff"] = round(time.monotonic() - start, 1)
+    run_result = result["run"]
+    text = run_result.text()
+    # A line can follow the getty's prompt on the console without a newline: match in lines.
+    lines = [line.strip() for line in text.splitlines()]
+
+    def at(fragment: str) -> int:
+        found = next((i for i, line in enumerate(lines) if fragment in line), -1)
+        assert found >= 0, f"{fragment!r} not on the {arch} console:\n{text[-6000:]}"
+        return found
+
+    assert not run_result.timed_out, text[-4000:]
+    order = [at(fragment) for fragment in (
+        "init: onboot 000-sysctl: exited with status 0",
+        "modules-load: loaded dummy",
+        "init: onboot 001-modprobe: exited with status 0",
+        f"PKGTOOL-ONBOOT {UNAME[arch]}",
+        "init: onboot 002-marker: exited with status 3",
+        "udhcpc: eth0: 10.0.2.15/24, router 10.0.2.2, dns 10.0.2.3",
+        "init: onboot 003-dhcp: exited with status 0",
+        # bindNS: created and started separately, its net namespace kept for the next one
+        "init: onboot 004-netns: exited with status unknown (started with runc create/start for bindNS)",
+        "NETNS-JOINED",
+        "init: onboot 005-joiner: exited with status 0",
+        "init: onboot 006-iface: runtime.json asks for network interfaces, which this init cannot create",
+        "init: onboot 006-iface: not started",
+        "init: boot finished, 4 services starting",
+        "init: shutting down",
+        "init: onshutdown 000-logs: exited with status 0",
+        "init: shutdown finished",
+    )]
+    assert order == sorted(order), order
+    for fragment in ("init: hostname pkgtool-5254", "init: service sshd: starting (log /var/log/sshd.log)",
+                     "sshd-start: new host key 256 SHA256:", "Server listening on 0.0.0.0 port 22",
+                     f"consoles: shell on /dev/{CONSOLE[arch]}", "PKGTOOL-ONSHUTDOWN"):
+        at(fragment)
+    for service in ("getty", "poweroff", "rngd", "sshd"):
+        at(f"init: service {service}: exited with status")
+    # rngd runs until the shutdown stops it, except on s390x under QEMU: QEMU 7.2's STCKE
+    # stores 19 bytes where the architecture says 16, which jitterentropy's 16-byte buffer
+    # does not survive (stack smashing, exit 132).  Real s390x hardware stores 16.
+    assert at("init: service rngd: exited") > at("init: shutting down") or arch == "s390x", text[-6000:]
+    assert "Requesting system poweroff" in text or "reboot: Power down" in text
+
+
+def test_minimal_set_size(pkgset: PackageSet, kernel_ref: str, registry: str) -> None:
+    """Compressed size per arch of kernel + init + runc + getty (what LinuxKit calls its base)."""
+    with RegistryClient(registry) as client:
+        repository, digest = kernel_ref.split("/", 1)[1].split("@")
+        index = client.get_manifest(repository.rsplit(":", 1)[0], digest)
+        kernel = {m.platform.architecture: m.digest for m in index.manifests if m.platform is not None}
+    for arch in ARCHES:
+        sizes = {name: _layer_bytes(registry, pkgset.repository(name), pkgset.manifests[name][arch])
+                 for name in ("init", "runc", "getty")}
+        sizes["kernel"] = _layer_bytes(registry, repository.rsplit(":", 1)[0], kernel[arch])
+        MEASURE["compressed_bytes"][f"minimal-set/{arch}"] = sizes | {"total": sum(sizes.values())}
+        assert sizes["init"] + sizes["runc"] + sizes["getty"] < 12_000_000, sizes
