@@ -86,19 +86,41 @@ def pinned_digest(ref: str) -> str | None:
 
 # --------------------------------------------------------------------------- fetching
 
-def cached_fetcher(layout: Any, fallback: Fetcher | None) -> Fetcher:
-    """Use a pinned image straight from the cache when its root blob is there; else ``fallback``."""
+def cached_fetcher(layout: Any, fallback: Fetcher | None, arch: str | None = None) -> Fetcher:
+    """Use a pinned image straight from the cache when everything the build reads of it is
+    there (for ``arch``: its manifest, config and layers); else ``fallback``.
+
+    An index can be in the cache with only some of its platforms (an amd64 build pulled
+    it), so the root blob alone does not make a hit.
+    """
     def fetch(ref: str) -> Descriptor:
         digest = pinned_digest(ref)
         if digest is not None and layout.has_blob(digest):
             data = layout.read_blob(digest, max_size=mediatypes.MAX_MANIFEST_BYTES)
-            media_type = _media_type(data, ref)
-            return Descriptor(media_type=media_type, digest=digest, size=len(data))
+            root = Descriptor(media_type=_media_type(data, ref), digest=digest, size=len(data))
+            if arch is None or _complete(layout, ref, root, arch):
+                return root
         if fallback is None:
             raise PkgtoolError(f"{ref}: not in the cache and no registry to pull it from")
         return fallback(ref)
 
     return fetch
+
+
+def _complete(layout: Any, ref: str, root: Descriptor, arch: str) -> bool:
+    """Whether the cache holds every blob of ``root``'s ``linux/arch`` image."""
+    manifest = root
+    if root.media_type in mediatypes.INDEX_TYPES:
+        entries = [Descriptor.from_json(m) for m in _json_blob(layout, root.digest, ref).get("manifests") or []]
+        chosen = [d for d in entries if d.platform is not None and d.platform.os == "linux" and d.platform.architecture == arch]
+        if not chosen:
+            return True  # resolve_platform will say which platforms there are
+        manifest = chosen[0]
+    if not layout.has_blob(manifest.digest):
+        return False
+    doc = _json_blob(layout, manifest.digest, ref)
+    children = [doc.get("config"), *(doc.get("layers") or [])]
+    return all(isinstance(c, dict) and layout.has_blob(str(c.get("digest", ""))) for c in children)
 
 
 def registry_fetcher(layout: Any, client_factory: Callable[[], Any], arch: str | None) -> Fetcher:
@@ -479,7 +501,7 @@ def build_image(
     layout.ensure()
     if fetcher is None:
         pull = registry_fetcher(layout, registry_client_factory, arch) if registry_client_factory is not None else None
-        fetcher = cached_fetcher(layout, pull)
+        fetcher = cached_fetcher(layout, pull, arch)
     roots = fetch_all(refs, fetcher, progress=report)
     images: dict[str, PulledImage] = {}
     for ref, root in roots.items():

@@ -57,7 +57,9 @@ class Media:
 @dataclass(frozen=True)
 class VMConfig:
     arch: str
-    mem_mib: int = 512
+    # Debian kernels bring ~400 MB of modules into the initramfs, which init moves onto a
+    # tmpfs (limited to half the RAM) before it runs containers.
+    mem_mib: int = 1024
     cpus: int = 1
     uefi: bool = False
     publish: tuple[tuple[int, int], ...] = ()  # (host port, guest port)
