@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkgtool.base import bootstrap as bs
-from pkgtool.base.lockfile import check_lock, format_lock, load_lock
+from pkgtool.base.lockfile import LockMismatchError, check_lock, format_lock, load_lock
 from pkgtool.base.recipe import BaseRecipe
 from pkgtool.base.workcache import work_cache_dir
 from pkgtool.oci.descriptor import canonical_json
@@ -130,7 +130,11 @@ def bootstrap_arch(recipe: BaseRecipe, arch: str, *, lock: dict[str, str], tag: 
     check_lock(lock, bs.resolve(recipe, arch), lock_path=lock_path, stage="resolve")
     log(f"{arch}: bootstrapping with mmdebstrap")
     result = bs.bootstrap(recipe, arch, target)
-    check_lock(lock, result.versions, lock_path=lock_path, stage="installed packages")
+    try:
+        check_lock(lock, result.versions, lock_path=lock_path, stage="installed packages")
+    except LockMismatchError:
+        target.unlink(missing_ok=True)  # it can never match this tag: do not keep 250 MB of it
+        raise
     h = hashlib.sha256()
     with open(target, "rb") as f:
         while chunk := f.read(1 << 20):
