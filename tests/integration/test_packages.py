@@ -141,7 +141,7 @@ def pkgset(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from pkgtool.base.build import build_base
     from pkgtool.build.api import execute, make_plan
     from pkgtool.build.plan import BuildOptions
-    from pkgtool.buildkit import BuildError
+    from pkgtool.errors import PkgtoolError
     from pkgtool.progress import Progress
     from pkgtool.spec.package import find_packages
 
@@ -162,7 +162,7 @@ def pkgset(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     try:
         with Progress("plain", stream=log) as progress:
             results = execute(plan, progress=progress)
-    except BuildError as exc:
+    except PkgtoolError as exc:
         if "pkgcopy.sh" in str(exc) and "not found" in str(exc):
             pytest.fail("pkgtool build did not put build.yml's extra-sources (../lib/pkgcopy.sh) into the "
                         f"build context: {exc}\n{log.getvalue()[-3000:]}")
