@@ -51,17 +51,21 @@ def build_arch(
     arch: str,
     *,
     layout: Layout,
+    context: Path,
     build_args: Mapping[str, str],
     labels: Mapping[str, str],
     on_status: StatusCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> ArchBuild:
-    """Build ``package`` for ``arch`` and store the re-packed image in ``layout``."""
+    """Build ``package`` for ``arch`` and store the re-packed image in ``layout``.
+
+    ``context`` is the staged build context (:func:`pkgtool.build.context.build_context`).
+    """
     spec = package.spec
     platform = f"linux/{arch}"
     start = time.monotonic()
     solve: dict[str, Any] = {
-        "context": spec.dir,
+        "context": context,
         "dockerfile": spec.dockerfile_path,
         "platform": platform,
         "build_args": build_args,

@@ -278,15 +278,17 @@ class BuildRun:
 
     def _build_arches(self, target: Target, args: Mapping[str, str]) -> dict[str, ArchBuild]:
         from pkgtool.build.arch import build_arch
+        from pkgtool.build.context import build_context
         from pkgtool.buildkit.status import progress_callback
 
         builder = self.builder()
         package = target.package
         labels = image_labels(package)
+        context = build_context(package.spec)  # once: every arch sends the same tree
 
         def one(arch: str) -> ArchBuild:
             group = f"{package.spec.image} {arch}"
-            return build_arch(builder, package, arch, layout=self.layout, build_args=args, labels=labels,
+            return build_arch(builder, package, arch, layout=self.layout, context=context, build_args=args, labels=labels,
                               on_status=progress_callback(self.progress, group), cancel=self.cancel)
 
         out: dict[str, ArchBuild] = {}

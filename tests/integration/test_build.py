@@ -395,3 +395,21 @@ def test_build_sign_then_verify_with_a_policy(repo: Path, base: basekit.Base, or
     caught = pkgtool("verify", built.stdout.strip(), "--key", str(keys / "k.pub"), "--rebuild", cwd=repo, timeout=900)
     assert caught.returncode == 1
     assert "rebuild check failed: not reproducible: linux/amd64" in caught.stderr.strip().splitlines()[-1]
+
+
+def test_extra_sources_are_in_the_context(repo: Path, base: basekit.Base, org: str, client: RegistryClient) -> None:
+    (repo / "pkg/lib").mkdir()
+    (repo / "pkg/lib/shared.sh").write_text("echo shared v1\n")
+    df = from_base(base) + "COPY shared.sh /out/shared.sh\nFROM scratch\nCOPY --from=build /out/ /\n"
+    write_package(repo, "extra", org=org, dockerfile=df,
+                  build_yml="arches: [amd64]\nextra-sources:\n  - ../lib/shared.sh:shared.sh\n")
+    _commit(repo)
+    first = pkgtool("build", "pkg/extra", cwd=repo)
+    assert first.returncode == 0, first.stderr
+    (repo / "pkg/lib/shared.sh").write_text("echo shared v2\n")
+    _commit(repo)
+    second = pkgtool("build", "pkg/extra", cwd=repo)
+    assert second.returncode == 0, second.stderr
+    assert first.stdout.split("@")[0] != second.stdout.split("@")[0]  # the extra source is hashed
+    index = client.get_manifest(f"{org}/extra", second.stdout.strip().rsplit("@", 1)[1])
+    assert layer_files(client, f"{org}/extra", index.manifests[0].digest)["shared.sh"] == b"echo shared v2\n"
