@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     )
     qemu.add_argument("path", metavar="PATH")
     qemu.add_argument("--arch", default="amd64", choices=("amd64", "arm64", "s390x"))
-    qemu.add_argument("--mem", type=int, default=1024, metavar="MIB", help="guest memory (default 1024)")
+    qemu.add_argument("--mem", type=int, default=2048, metavar="MIB", help="guest memory (default 2048)")
     qemu.add_argument("--cpus", type=int, default=1)
     qemu.add_argument("--publish", action="append", default=[], metavar="HOST:GUEST",
                       help="forward a host TCP port to the guest (repeatable)")

@@ -58,8 +58,8 @@ class Media:
 class VMConfig:
     arch: str
     # Debian kernels bring ~400 MB of modules into the initramfs, which init moves onto a
-    # tmpfs (limited to half the RAM) before it runs containers.
-    mem_mib: int = 1024
+    # tmpfs before it runs containers: the kernel needs room for both while it unpacks.
+    mem_mib: int = 2048
     cpus: int = 1
     uefi: bool = False
     publish: tuple[tuple[int, int], ...] = ()  # (host port, guest port)

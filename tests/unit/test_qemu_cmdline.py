@@ -22,7 +22,7 @@ def test_amd64_kernel_initrd() -> None:
     opts = _pairs(cmd)
     assert cmd[0] == "qemu-system-x86_64" and opts["-accel"] == "tcg"
     assert opts["-kernel"] == "vmlinux" and opts["-initrd"] == "i" and opts["-append"] == "console=ttyS0 panic=-1"
-    assert "-nographic" in cmd and "-no-reboot" in cmd and opts["-m"] == "1024"
+    assert "-nographic" in cmd and "-no-reboot" in cmd and opts["-m"] == "2048"
     assert opts["-netdev"] == "user,id=n0,hostfwd=tcp::2222-:22" and opts["-device"] == "virtio-net-pci,netdev=n0"
 
 
