@@ -393,9 +393,7 @@ def _write_content(inode: Inode, dest: Path) -> Path:
 def _initrd_builder(tree: Tree, work: Path, *, mtime: int, compression: str) -> Callable[[], Path]:
     def build() -> Path:
         dest = work / "initrd.img"
-        # zstd: a fixed worker count of 2; its output is the same for every count >= 1.
-        threads = 2 if compression == "zstd" else 0
-        with dest.open("wb") as out, compressor(out, compression, threads=threads) as stream:
+        with dest.open("wb") as out, compressor(out, compression) as stream:
             write_cpio(tree, stream, mtime=mtime)
         return dest
 

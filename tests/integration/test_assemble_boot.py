@@ -51,7 +51,7 @@ def test_initramfs_boots_and_prints_marker(tmp_path: Path) -> None:
         script = f"#!/bin/sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n"
         tree.put("init", Inode(Kind.FILE, mode=0o755, content=BytesContent(script.encode())))
         ensure_console(tree)
-        with compressor(out, "gzip", level=6) as stream:
+        with compressor(out, "gzip") as stream:
             write_cpio(tree, stream, mtime=0)
     cmd = [
         "qemu-system-x86_64", "-accel", "tcg", "-kernel", str(kernel), "-initrd", str(initrd),
