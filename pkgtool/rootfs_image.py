@@ -7,8 +7,9 @@ kernels (``pkgtool kernel build``: the kernel layout files).  Each arch becomes:
   our kernel writer already sort), with mtimes clamped to the recipe's epoch, owner
   names dropped (numeric ids only), ``./`` prefixes removed and optional entries dropped
   (``/dev`` nodes: the runtime provides ``/dev``; device nodes in a layer break rootless
-  unpacking), then gzip-compressed with fixed parameters (level 9, mtime 0, no file name),
-  so the same input always gives the same layer digest;
+  unpacking), then compressed like every layer pkgtool writes
+  (:class:`pkgtool.oci.layer.DeterministicCompressor`: gzip in parallel blocks with fixed
+  parameters), so the same input always gives the same layer digest;
 * a config with ``created`` set to the epoch (never the wall clock), Env, Cmd, labels and
   ``rootfs.diff_ids``;
 * an OCI manifest, pushed by digest and tagged ``<tag>-<arch>`` so single arches can be
@@ -21,21 +22,21 @@ manifest GET.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json
+from pkgtool.oci.layer import DeterministicCompressor, HashingWriter
+from pkgtool.oci.manifest import build_index as oci_build_index
+from pkgtool.oci.repack import rfc3339
 
 ARCH_ORDER = ("amd64", "arm64", "s390x")
-GZIP_LEVEL = 9
 
 EntryFilter = Callable[[str, tarfile.TarInfo], bool]  # True: drop the entry
 
@@ -78,35 +79,13 @@ def _entry_name(info: tarfile.TarInfo) -> str:
     return name
 
 
-class _Writable(Protocol):
-    def write(self, data: bytes, /) -> int: ...
-    def flush(self) -> None: ...
-
-
-class _HashingWriter:
-    """A write-only file object that hashes and counts what passes through it."""
-
-    def __init__(self, inner: _Writable) -> None:
-        self.inner = inner
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return self.inner.write(data)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-
 def repack_layer(source: Path, out: Path, *, epoch: int, drop: EntryFilter | None = None) -> tuple[Descriptor, str]:
     """Write ``source`` (a tar) as a deterministic gzip layer; return (descriptor, diff_id)."""
     with open(out, "wb") as raw:
-        compressed = _HashingWriter(raw)
-        # mtime=0 and no filename: gzip headers otherwise carry the wall clock and a path.
-        with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=GZIP_LEVEL, mtime=0) as gz:
-            plain = _HashingWriter(gz)
+        compressed = HashingWriter(raw)
+        gz = DeterministicCompressor(compressed, compression="gzip")
+        try:
+            plain = HashingWriter(gz)
             with tarfile.open(source, "r:") as src, \
                     tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as dst:  # type: ignore[call-overload]
                 for info in src:
@@ -124,8 +103,12 @@ def repack_layer(source: Path, out: Path, *, epoch: int, drop: EntryFilter | Non
                     info.pax_headers = {k: v for k, v in info.pax_headers.items()
                                         if k not in ("atime", "ctime", "mtime")}
                     dst.addfile(info, src.extractfile(info) if info.isreg() else None)
-    descriptor = Descriptor(mediatypes.OCI_LAYER_GZIP, "sha256:" + compressed.sha.hexdigest(), compressed.size)
-    return descriptor, "sha256:" + plain.sha.hexdigest()
+        except BaseException:
+            gz.abort()
+            raise
+        gz.close()
+    descriptor = Descriptor(mediatypes.OCI_LAYER_GZIP, compressed.digest, compressed.size)
+    return descriptor, plain.digest
 
 
 def image_from_rootfs_tar(tar: Path, *, arch: str, config: ImageConfig, workdir: Path,
@@ -134,7 +117,7 @@ def image_from_rootfs_tar(tar: Path, *, arch: str, config: ImageConfig, workdir:
     workdir.mkdir(parents=True, exist_ok=True)
     layer_path = workdir / "layer.tar.gz"
     layer, diff_id = repack_layer(tar, layer_path, epoch=config.epoch, drop=drop)
-    created = _rfc3339(config.epoch)
+    created = rfc3339(config.epoch)
     image_config: dict[str, Any] = {
         "architecture": arch,
         "os": "linux",
@@ -173,20 +156,7 @@ def directory_tar(root: Path, out: Path, *, epoch: int) -> None:
 
 def build_index(images: Iterable[ArchImage], *, annotations: dict[str, str] | None = None) -> bytes:
     ordered = sorted(images, key=lambda i: ARCH_ORDER.index(i.arch) if i.arch in ARCH_ORDER else 99)
-    index: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": mediatypes.OCI_INDEX,
-        "manifests": [i.manifest_descriptor.to_json() for i in ordered],
-    }
-    if annotations:
-        index["annotations"] = dict(sorted(annotations.items()))
-    return canonical_json(index)
-
-
-def _rfc3339(epoch: int) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return oci_build_index([i.manifest_descriptor for i in ordered], annotations=annotations)
 
 
 # ---------------------------------------------------------------- registry

@@ -36,7 +36,7 @@ from pkgtool.base.workcache import work_cache_dir
 from pkgtool.oci.descriptor import canonical_json
 
 # Bump when how the image is made from the tar changes: it is part of the tag.
-BASE_FORMAT_VERSION = "1"
+BASE_FORMAT_VERSION = "2"
 TAG_HEX = 40
 
 Log = Callable[[str], None]
