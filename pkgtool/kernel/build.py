@@ -54,6 +54,8 @@ def kernel_tag(spec: KernelSpec) -> str:
         "source_date_epoch": spec.source_date_epoch,
         "arches": {a.arch: _arch_material(a) for a in spec.arches},
     }
+    if spec.modules_exclude:
+        material["modules_exclude"] = list(spec.modules_exclude)
     return f"{spec.version}-{hashlib.sha256(canonical_json(material)).hexdigest()[:TAG_HEX]}"
 
 
@@ -99,12 +101,13 @@ def build_kernel(spec: KernelSpec, *, registry: str, force: bool = False, log: L
             work = Path(tmp) / arch
             work.mkdir()
             layout = build_kernel_layout(deb, arch=arch, epoch=spec.source_date_epoch,
-                                         vmlinux=entry.vmlinux, workdir=work)
+                                         vmlinux=entry.vmlinux, workdir=work, exclude=spec.modules_exclude)
             flat = work / "layout.tar"
             rootfs_image.directory_tar(layout.root, flat, epoch=spec.source_date_epoch)
             image = rootfs_image.image_from_rootfs_tar(flat, arch=arch, config=config, workdir=work / "oci")
             seconds = time.monotonic() - start
-            log(f"{arch}: {layout.release}, layer {image.layer.size / 1e6:.1f} MB compressed, {seconds:.0f}s")
+            kept = f", {layout.modules} modules ({layout.dropped} left out)" if layout.dropped else ""
+            log(f"{arch}: {layout.release}{kept}, layer {image.layer.size / 1e6:.1f} MB compressed, {seconds:.0f}s")
             return KernelArchResult(arch=arch, release=layout.release, seconds=seconds,
                                     layer_bytes=image.layer.size, files=layout.files), image
 

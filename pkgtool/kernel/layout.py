@@ -21,6 +21,7 @@ bytes.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import posixpath
 import shutil
@@ -35,7 +36,7 @@ from pkgtool.kernel import bzimage
 from pkgtool.kernel.deb import open_data_tar
 
 # Bump when the layout or how it is produced changes: it is part of the kernel tag.
-LAYOUT_VERSION = "2"
+LAYOUT_VERSION = "3"
 _SMALL_FILE_LIMIT = 256 * 1024 * 1024  # a single kernel/config/map file; Image is ~33 MB
 
 
@@ -50,6 +51,8 @@ class KernelLayout:
     release: str  # uname -r, e.g. 6.1.0-50-amd64
     root: Path
     files: list[str] = field(default_factory=list)  # names at the image root, sorted
+    modules: int = 0  # .ko files in kernel.tar
+    dropped: int = 0  # .ko files left out by kernel.yml's modules.exclude
 
 
 def _normalise(name: str, source: str) -> str:
@@ -190,16 +193,60 @@ def _index_modules(spool: _Spool, release: str, source: str) -> None:
             spool.files[f"lib/modules/{release}/{path.name}"] = 0o644
 
 
-def build_kernel_layout(deb: Path, *, arch: str, epoch: int, vmlinux: bool, workdir: Path) -> KernelLayout:
-    """Read ``deb`` and write the layout's files into ``workdir/image``."""
+def build_kernel_layout(deb: Path, *, arch: str, epoch: int, vmlinux: bool, workdir: Path,
+                        exclude: tuple[str, ...] = ()) -> KernelLayout:
+    """Read ``deb`` and write the layout's files into ``workdir/image``; module paths
+    matching ``exclude`` are left out (with care for what the rest depends on)."""
     spool = _Spool(root=workdir / "spool")
     spool.root.mkdir(parents=True)
     _spool_deb(deb, spool)
     release = _release(spool, deb.name)
+    dropped = drop_modules(spool, release, exclude, source=deb.name) if exclude else 0
     kernel = spool.boot[f"vmlinuz-{release}"] if f"vmlinuz-{release}" in spool.boot else spool.boot[f"vmlinux-{release}"]
-    return write_layout(spool, release=release, kernel=kernel, config=spool.boot[f"config-{release}"],
-                        system_map=spool.boot[f"System.map-{release}"], arch=arch, epoch=epoch,
-                        vmlinux=vmlinux, image=workdir / "image", source=f"{deb.name}: boot/vmlinuz-{release}")
+    layout = write_layout(spool, release=release, kernel=kernel, config=spool.boot[f"config-{release}"],
+                          system_map=spool.boot[f"System.map-{release}"], arch=arch, epoch=epoch,
+                          vmlinux=vmlinux, image=workdir / "image", source=f"{deb.name}: boot/vmlinuz-{release}")
+    layout.dropped = dropped
+    return layout
+
+
+def drop_modules(spool: _Spool, release: str, exclude: tuple[str, ...], *, source: str) -> int:
+    """Remove the modules matching ``exclude`` from the spool; returns how many went.
+
+    A module that a kept module depends on (``modules.dep`` of the whole tree, from a first
+    depmod run) is kept even if it matches: excluding graphics must not break, say, a
+    storage driver that shares a helper module.  Directories left empty go too.
+    """
+    _index_modules(spool, release, source)
+    prefix = f"lib/modules/{release}/"
+    dep_file = spool.root / prefix / "modules.dep"
+    needs: dict[str, list[str]] = {}
+    for line in dep_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        module, _, deps = line.partition(":")
+        needs[module.strip()] = deps.split()
+    matched = {m for m in needs if any(fnmatch.fnmatchcase(m, pattern) for pattern in exclude)}
+    keep = [m for m in needs if m not in matched]
+    wanted: set[str] = set()
+    while keep:
+        module = keep.pop()
+        if module not in wanted:
+            wanted.add(module)
+            keep.extend(needs.get(module, ()))
+    gone = matched - wanted
+    for module in gone:
+        name = prefix + module
+        spool.files.pop(name, None)
+        (spool.root / name).unlink(missing_ok=True)
+    # Directories whose modules all went (keep those that still hold anything).
+    used = {posixpath.dirname(n) for n in [*spool.files, *spool.symlinks]}
+    holders = set()
+    for name in used:
+        while name and name not in holders:
+            holders.add(name)
+            name = posixpath.dirname(name)
+    for directory in [d for d in spool.dirs if d not in holders]:
+        del spool.dirs[directory]
+    return len(gone)
 
 
 def spool_installed_modules(root: Path, release: str, *, source: str) -> _Spool:
@@ -252,4 +299,5 @@ def write_layout(spool: _Spool, *, release: str, kernel: bytes, config: bytes, s
     write_modules_tar(spool.root, dirs=spool.dirs, files=spool.files, symlinks=spool.symlinks,
                       out=image / "kernel.tar", epoch=epoch)
     shutil.rmtree(spool.root)
-    return KernelLayout(release=release, root=image, files=sorted(p.name for p in image.iterdir()))
+    modules = sum(1 for name in spool.files if name.endswith((".ko", ".ko.xz", ".ko.zst", ".ko.gz")))
+    return KernelLayout(release=release, root=image, files=sorted(p.name for p in image.iterdir()), modules=modules)

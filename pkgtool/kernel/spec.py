@@ -15,6 +15,9 @@ Example::
         package: linux-image-6.1.0-50-s390x
         version: 6.1.176-1         # this arch lags (bookworm-security builds no s390x)
         sha256: a9cbaa...
+    modules:                       # optional: leave module trees out of /kernel.tar
+      exclude: [kernel/drivers/gpu/*, kernel/sound/*]   # globs under lib/modules/<release>/;
+                                   # a kept module's dependencies (modules.dep) stay
     source:                        # optional: `pkgtool kernel build --from-source`
       image: pkgtool/kernel-source
       package: linux-source-6.1    # Debian's kernel source tarball (arch all)
@@ -79,6 +82,7 @@ class KernelSpec:
     source_date_epoch: int
     arches: tuple[KernelArch, ...]
     source: KernelSource | None = None
+    modules_exclude: tuple[str, ...] = ()  # globs, relative to lib/modules/<release>/
 
     def arch(self, name: str) -> KernelArch:
         for entry in self.arches:
@@ -115,7 +119,7 @@ def kernel_spec_from_doc(doc: YamlDoc, path: Path) -> KernelSpec:
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error((), "expected a mapping")
-    _check_keys(doc, data, (), {"image", "version", "source_date_epoch", "arches", "source"})
+    _check_keys(doc, data, (), {"image", "version", "source_date_epoch", "arches", "source", "modules"})
     image = _string(doc, data, (), "image", _IMAGE_RE)
     version = _string(doc, data, (), "version", _VERSION_RE)
     epoch = data.get("source_date_epoch")
@@ -150,7 +154,23 @@ def kernel_spec_from_doc(doc: YamlDoc, path: Path) -> KernelSpec:
     arches.sort(key=lambda a: SUPPORTED_ARCHES.index(a.arch))
     source = _source(doc, data.get("source"), path, image) if "source" in data else None
     return KernelSpec(path=path, image=image, version=version, source_date_epoch=epoch,
-                      arches=tuple(arches), source=source)
+                      arches=tuple(arches), source=source, modules_exclude=_modules(doc, data.get("modules")))
+
+
+def _modules(doc: YamlDoc, data: object) -> tuple[str, ...]:
+    if data is None:
+        return ()
+    where: tuple[str | int, ...] = ("modules",)
+    if not isinstance(data, dict):
+        raise doc.error(where, "expected a mapping with exclude")
+    _check_keys(doc, data, where, {"exclude"})
+    patterns = data.get("exclude") or []
+    if not isinstance(patterns, list):
+        raise doc.error((*where, "exclude"), "expected a list of globs")
+    for i, pattern in enumerate(patterns):
+        if not isinstance(pattern, str) or not pattern or pattern.startswith("/") or ".." in pattern.split("/"):
+            raise doc.error((*where, "exclude", i), "expected a glob relative to lib/modules/<release>/, e.g. kernel/sound/*")
+    return tuple(patterns)
 
 
 def _source(doc: YamlDoc, data: object, path: Path, image: str) -> KernelSource:
