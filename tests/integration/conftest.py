@@ -1,0 +1,16 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pkgsetkit
+import pytest
+
+
+@pytest.fixture(scope="session")
+def pkgset(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[pkgsetkit.PackageSet]:
+    """The base, the kernels and every package of this repository in the registry (built once
+    per session, from a git copy; see tests/pkgsetkit.py)."""
+    yield pkgsetkit.publish(registry, tmp_path_factory.mktemp("pkgset"))
+    pkgsetkit.report()
