@@ -177,9 +177,14 @@ def publish(registry: str, work: Path) -> PackageSet:
                       kernel_ref=kernel_ref, mirror_moved=moved, rootfs_dir=work / "rootfs")
 
 
+def summary() -> str:
+    """MEASURE as compact lines: one per kind, `name/arch=value` sorted."""
+    return "\n".join(f"{kind}: " + " ".join(f"{k}={v}" for k, v in sorted(values.items()))
+                     for kind, values in sorted(MEASURE.items()) if values)
+
+
 def report() -> None:
     text = json.dumps(MEASURE, indent=2, sort_keys=True)
-    print(f"\npackage set measurements:\n{text}")
     if out := os.environ.get("PKGTOOL_MEASURE_DIR"):
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "packages.json").write_text(text + "\n")

@@ -14,3 +14,11 @@ def pkgset(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     per session, from a git copy; see tests/pkgsetkit.py)."""
     yield pkgsetkit.publish(registry, tmp_path_factory.mktemp("pkgset"))
     pkgsetkit.report()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show the package-set measurements (build seconds, sizes, boot times) after the run:
+    the fixture's own print is captured."""
+    if any(pkgsetkit.MEASURE.values()):
+        terminalreporter.write_sep("-", "package set measurements")
+        terminalreporter.write_line(pkgsetkit.summary())
