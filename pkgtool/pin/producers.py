@@ -2,7 +2,8 @@
 
 A producer is found by the repository name a reference uses (``pkgtool/base``).  Several
 kernel.yml files may share one image name; their tags start with their version
-(``6.1.176-1-<hash>``), which is how a reference picks one.
+(``6.1.176-1-<hash>``), which is how a reference picks one.  A kernel.yml with a ``source:``
+section also produces its from-source image (``source.image``), tagged the same way.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pkgtool.spec.package import BUILD_YML, find_packages
 
 BASE_YML = "base.yml"
 KERNEL_YML = "kernel.yml"
+KERNEL_KINDS = ("kernel", "kernel-source")
 
 
 @dataclass(frozen=True)
 class Producer:
-    kind: str  # "package", "base" or "kernel"
+    kind: str  # "package", "base", "kernel" or "kernel-source"
     path: Path  # the package directory, or the base.yml / kernel.yml file
     repository: str  # ORG/IMAGE
     tag: str
@@ -30,7 +32,7 @@ class Producer:
 
     def matches(self, tag: str | None) -> bool:
         """Could a reference with ``tag`` mean this producer (of several with one name)?"""
-        if self.kind != "kernel" or tag is None:
+        if self.kind not in KERNEL_KINDS or tag is None:
             return True
         return tag.startswith(f"{self.version}-")
 
@@ -72,6 +74,7 @@ def load_producers(root: Path, *, on_skip: Callable[[Path, str], None] | None = 
     from pkgtool.base.recipe import load_recipe
     from pkgtool.base.workcache import work_cache_dir
     from pkgtool.kernel.build import kernel_tag
+    from pkgtool.kernel.source import source_tag
     from pkgtool.kernel.spec import load_kernel_spec
     from pkgtool.spec.graph import load_graph
 
@@ -86,6 +89,8 @@ def load_producers(root: Path, *, on_skip: Callable[[Path, str], None] | None = 
     for path in _files(root, KERNEL_YML):
         spec = load_kernel_spec(path)
         add(Producer("kernel", path, spec.image, kernel_tag(spec), version=spec.version))
+        if spec.source is not None:
+            add(Producer("kernel-source", path, spec.source.image, source_tag(spec), version=spec.source.version))
     dirs = package_dirs(root)
     if dirs:
         graph = load_graph(dirs, repo_root=root, stat_cache_dir=work_cache_dir() / "contenthash")
@@ -98,7 +103,7 @@ def load_producers(root: Path, *, on_skip: Callable[[Path, str], None] | None = 
                          dockerfile=package.spec.dockerfile_path))
     for repository, group in out.items():
         kinds = {p.kind for p in group}
-        if len(group) > 1 and kinds != {"kernel"}:
+        if len(group) > 1 and not (len(kinds) == 1 and kinds <= set(KERNEL_KINDS)):
             places = ", ".join(str(p.path.relative_to(root)) for p in group)
             raise PkgtoolError(f"image {repository!r} is produced by several files: {places}")
     return Producers(root=root, by_repository=out)

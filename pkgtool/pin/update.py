@@ -79,6 +79,11 @@ class Updater:
             from pkgtool.base.recipe import load_recipe
 
             build_base(load_recipe(producer.path), registry=self.registry, log=self.log)
+        elif producer.kind == "kernel-source":
+            # Compiling takes minutes per arch: never as a side effect of re-pinning.
+            where = producer.path.relative_to(self.root).as_posix()
+            raise PkgtoolError(f"{producer.repository}:{producer.tag} is not in registry {self.registry}; "
+                               f"compile it first: pkgtool kernel build --from-source {where}")
         elif producer.kind == "kernel":
             from pkgtool.kernel.build import build_kernel
             from pkgtool.kernel.spec import load_kernel_spec
