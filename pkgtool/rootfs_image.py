@@ -178,14 +178,19 @@ def index_complete(*, registry: str, repository: str, tag: str, arches: Iterable
     return set(arches) <= have
 
 
-def push_images(images: list[ArchImage], *, registry: str, repository: str, tag: str) -> Descriptor:
-    """Push every arch's blobs and manifest (tagged ``<tag>-<arch>``), then the index ``<tag>``."""
-    client = _client(registry)
+def push_arch_images(client: Any, images: list[ArchImage], *, repository: str, tag: str) -> None:
+    """Push every arch's blobs and manifest, each manifest tagged ``<tag>-<arch>``."""
     for image in images:
         with open(image.layer_path, "rb") as f:
             client.push_blob(repository, f, digest=image.layer.digest, size=image.layer.size)
         client.push_blob_bytes(repository, image.config)
         client.put_manifest(repository, f"{tag}-{image.arch}", image.manifest, mediatypes.OCI_MANIFEST)
+
+
+def push_images(images: list[ArchImage], *, registry: str, repository: str, tag: str) -> Descriptor:
+    """Push every arch (:func:`push_arch_images`), then the index ``<tag>``."""
+    client = _client(registry)
+    push_arch_images(client, images, repository=repository, tag=tag)
     index = build_index(images)
     client.put_manifest(repository, tag, index, mediatypes.OCI_INDEX)
     return Descriptor.for_bytes(mediatypes.OCI_INDEX, index)

@@ -534,14 +534,9 @@ def _push(images: list[rootfs_image.ArchImage], *, registry: str, repository: st
     from pkgtool.oci.descriptor import Descriptor
     from pkgtool.oci.registry import RegistryClient
 
-    built = images
     client = RegistryClient(registry)
-    for image in built:
-        with open(image.layer_path, "rb") as f:
-            client.push_blob(repository, f, digest=image.layer.digest, size=image.layer.size)
-        client.push_blob_bytes(repository, image.config)
-        client.put_manifest(repository, f"{tag}-{image.arch}", image.manifest, mediatypes.OCI_MANIFEST)
-    descriptors = {i.arch: i.manifest_descriptor for i in built}
+    rootfs_image.push_arch_images(client, images, repository=repository, tag=tag)
+    descriptors = {i.arch: i.manifest_descriptor for i in images}
     existing = client.get_manifest_or_none(repository, tag)
     if existing is not None and existing.is_index:
         for entry in existing.manifests:
