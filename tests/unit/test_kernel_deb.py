@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from debkit import ar_archive, deb_bytes
 
 from pkgtool.errors import DigestMismatchError
 from pkgtool.kernel import arfile, bzimage
@@ -19,27 +20,6 @@ from pkgtool.kernel.spec import load_kernel_spec
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "6.1.0-99-arm64"
-
-
-def _ar(members: list[tuple[str, bytes]]) -> bytes:
-    out = bytearray(arfile.MAGIC)
-    for name, data in members:
-        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{0o100644:<8o}{len(data):<10}".encode() + b"`\n"
-        out += header + data + (b"\n" if len(data) % 2 else b"")
-    return bytes(out)
-
-
-def _data_tar(entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for entry in entries:
-            if isinstance(entry, tarfile.TarInfo):
-                tf.addfile(entry)
-            else:
-                info = tarfile.TarInfo(entry[0])
-                info.size = len(entry[1])
-                tf.addfile(info, io.BytesIO(entry[1]))
-    return lzma.compress(buf.getvalue(), format=lzma.FORMAT_XZ)
 
 
 def _dir(name: str) -> tarfile.TarInfo:
@@ -67,13 +47,12 @@ def _deb(tmp_path: Path, extra: list[tarfile.TarInfo | tuple[str, bytes]] | None
         *(extra or []),
     ]
     path = tmp_path / "linux-image.deb"
-    path.write_bytes(_ar([("debian-binary", b"2.0\n"), ("control.tar.xz", b"x"),
-                          ("data.tar.xz", _data_tar(entries))]))
+    path.write_bytes(deb_bytes(entries))
     return path
 
 
 def test_ar_parser_lists_members_and_bounds_them(tmp_path: Path) -> None:
-    blob = _ar([("debian-binary", b"2.0\n"), ("data.tar.xz", b"abc")])
+    blob = ar_archive([("debian-binary", b"2.0\n"), ("data.tar.xz", b"abc")])
     members = list(arfile.iter_members(io.BytesIO(blob)))
     assert [(m.name, m.size) for m in members] == [("debian-binary", 4), ("data.tar.xz", 3)]
     f = io.BytesIO(blob)
@@ -83,7 +62,7 @@ def test_ar_parser_lists_members_and_bounds_them(tmp_path: Path) -> None:
     with pytest.raises(arfile.ArError, match="runs past the end"):
         list(arfile.iter_members(io.BytesIO(blob[:-2])))
     with pytest.raises(arfile.ArError, match="unsupported ar member name"):
-        list(arfile.iter_members(io.BytesIO(_ar([("#1/20", b"x")]))))
+        list(arfile.iter_members(io.BytesIO(ar_archive([("#1/20", b"x")]))))
 
 
 def test_layout_from_synthetic_deb_is_complete_and_deterministic(tmp_path: Path) -> None:

@@ -3,46 +3,25 @@ unpacker's refusals, the modules spool, dependencies, tag and environment."""
 
 from __future__ import annotations
 
-import io
-import lzma
 import os
 import tarfile
 from pathlib import Path
 
 import pytest
+from debkit import deb_bytes, tar_bytes
 
 from pkgtool.errors import UsageError
-from pkgtool.kernel import arfile, source
+from pkgtool.kernel import source
 from pkgtool.kernel.layout import KernelLayoutError, spool_installed_modules
 from pkgtool.kernel.spec import load_kernel_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _tar(entries: list[tarfile.TarInfo | tuple[str, bytes]], *, xz: bool) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for entry in entries:
-            if isinstance(entry, tarfile.TarInfo):
-                tf.addfile(entry)
-            else:
-                info = tarfile.TarInfo(entry[0])
-                info.size = len(entry[1])
-                info.mode = 0o644
-                tf.addfile(info, io.BytesIO(entry[1]))
-    return lzma.compress(buf.getvalue(), format=lzma.FORMAT_XZ) if xz else buf.getvalue()
-
-
 def _source_deb(tmp_path: Path, tree: list[tarfile.TarInfo | tuple[str, bytes]]) -> Path:
-    tarball = _tar(tree, xz=True)
-    data = _tar([("./usr/share/doc/linux-source-6.1/copyright", b"GPL"),
-                 ("./usr/src/linux-source-6.1.tar.xz", tarball)], xz=True)
-    out = bytearray(arfile.MAGIC)
-    for name, blob in [("debian-binary", b"2.0\n"), ("control.tar.xz", b"x"), ("data.tar.xz", data)]:
-        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{0o100644:<8o}{len(blob):<10}".encode() + b"`\n" + blob
-        out += b"\n" if len(blob) % 2 else b""
     path = tmp_path / "linux-source.deb"
-    path.write_bytes(bytes(out))
+    path.write_bytes(deb_bytes([("./usr/share/doc/linux-source-6.1/copyright", b"GPL"),
+                                ("./usr/src/linux-source-6.1.tar.xz", tar_bytes(tree))]))
     return path
 
 
