@@ -7,6 +7,7 @@ re-verified on every use); the build and the checks run every time.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import io
 import json
 import subprocess
@@ -30,6 +31,20 @@ def _get(registry: str, repo: str, what: str, accept: str = "") -> bytes:
     return data
 
 
+def _check_module_exclusion(exclude: tuple[str, ...], release: str, names: list[str], modules_dep: str) -> None:
+    """kernel.yml's modules.exclude: matching modules are gone unless a kept one needs them,
+    every kept module's dependencies are there, and the depmod index lists what is shipped."""
+    prefix = f"lib/modules/{release}/"
+    shipped = {n[len(prefix):] for n in names if n.startswith(prefix) and ".ko" in n}
+    needs = {m.strip(): deps.split() for m, _, deps in (line.partition(":") for line in modules_dep.splitlines())}
+    assert set(needs) == shipped
+    assert all(set(deps) <= shipped for deps in needs.values())
+    needed = {d for deps in needs.values() for d in deps}
+    matched = {m for m in shipped if any(fnmatch.fnmatchcase(m, p) for p in exclude)}
+    assert matched <= needed, sorted(matched - needed)[:5]
+    assert len(shipped) > 1000 and any("virtio" in m for m in shipped)  # a lean VM still has its drivers
+
+
 def test_kernel_images_for_three_arches(registry: str, unique_repo: str, tmp_path: Path) -> None:
     spec = dataclasses.replace(load_kernel_spec(REPO / "kernel/bookworm-6.1/kernel.yml"), image=unique_repo)
     result = build_kernel(spec, registry=registry)
@@ -49,11 +64,14 @@ def test_kernel_images_for_three_arches(registry: str, unique_repo: str, tmp_pat
             kernel = tf.extractfile("kernel").read()  # type: ignore[union-attr]
             with tarfile.open(fileobj=tf.extractfile("kernel.tar")) as modules:  # type: ignore[arg-type]
                 module_names = modules.getnames()
+                dep_name = next(n for n in module_names if n.endswith("/modules.dep"))
+                modules_dep = modules.extractfile(dep_name).read().decode()  # type: ignore[union-attr]
             vmlinux = tf.extractfile("vmlinux").read(4) if "vmlinux" in names else b""  # type: ignore[union-attr]
         want = ["System.map", "config", "kernel", "kernel.tar"] + (["vmlinux"] if arch == "amd64" else [])
         assert sorted(names) == want
         release = next(r for r in (a.release for a in result.arches) if r.endswith(arch))
         assert f"lib/modules/{release}/modules.dep" in module_names
+        _check_module_exclusion(spec.modules_exclude, release, module_names, modules_dep)
         kfile = tmp_path / f"kernel-{arch}"
         kfile.write_bytes(kernel)
         described = subprocess.run(["file", "-b", str(kfile)], capture_output=True, text=True, check=True).stdout

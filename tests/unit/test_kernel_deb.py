@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from debkit import ar_archive, deb_bytes
 
-from pkgtool.errors import DigestMismatchError
+from pkgtool.errors import DigestMismatchError, UsageError
 from pkgtool.kernel import arfile, bzimage
 from pkgtool.kernel.build import kernel_tag
 from pkgtool.kernel.fetch import file_sha256, verify_deb
 from pkgtool.kernel.layout import KernelLayoutError, build_kernel_layout
-from pkgtool.kernel.spec import load_kernel_spec
+from pkgtool.kernel.spec import load_kernel_spec, parse_kernel_spec
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "6.1.0-99-arm64"
@@ -138,3 +138,28 @@ def test_repo_kernel_spec_and_tag() -> None:
     assert spec.arch("amd64").vmlinux and not spec.arch("arm64").vmlinux
     tag = kernel_tag(spec)
     assert tag.startswith(f"{spec.version}-") and len(tag.rsplit("-", 1)[1]) == 16
+
+
+def _with_modules_section(section: str) -> str:
+    """The repository's kernel.yml with its modules: section replaced by ``section``."""
+    text = (REPO / "kernel/bookworm-6.1/kernel.yml").read_text()
+    return text[:text.index("modules:\n")] + section + text[text.index("arches:\n"):]
+
+
+def test_modules_exclude_is_parsed_and_part_of_the_tag() -> None:
+    spec = load_kernel_spec(REPO / "kernel/bookworm-6.1/kernel.yml")
+    assert "kernel/sound/*" in spec.modules_exclude
+    whole = parse_kernel_spec(_with_modules_section(""), REPO / "kernel/bookworm-6.1/kernel.yml")
+    assert whole.modules_exclude == () and kernel_tag(whole) != kernel_tag(spec)
+
+
+@pytest.mark.parametrize(("modules", "message"), [
+    ("modules: [kernel/sound/*]", r"kernel.yml:\d+: modules: expected a mapping with exclude"),
+    ("modules:\n  exclude: kernel/sound/*", r"modules.exclude: expected a list of globs"),
+    ("modules:\n  exclude: [/lib/x]", r"modules.exclude\[0\]: expected a glob relative to lib/modules"),
+    ("modules:\n  exclude: [kernel/../../etc]", r"modules.exclude\[0\]: expected a glob relative"),
+    ("modules:\n  include: [x]", r"kernel.yml:\d+: modules.include: unknown key \(allowed: exclude\)"),
+])
+def test_bad_modules_section_is_a_file_line_error(tmp_path: Path, modules: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_kernel_spec(_with_modules_section(modules + "\n"), REPO / "kernel/bookworm-6.1/kernel.yml")
