@@ -1,7 +1,8 @@
 """pkgtool's own BuildKit client (grpcio): Control API, client session, Dockerfile solves.
 
 Importing this package imports grpc; command modules import it inside their handlers.
-Stubs in ``_gen`` come from ``protos/`` via ``make protos``.
+Messages in ``_gen`` come from ``protos/`` via ``make protos``; client stubs from their
+descriptors (``stubs.py``).
 """
 
 from pkgtool.buildkit.connect import BuilderAddress, resolve_address

@@ -16,10 +16,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pkgtool.buildkit._gen import control_pb2, control_pb2_grpc
+from pkgtool.buildkit._gen import control_pb2
 from pkgtool.buildkit.connect import BuilderAddress, Connection, connect, resolve_address
 from pkgtool.buildkit.session import ExportTarget, Session, shared_key
 from pkgtool.buildkit.status import StatusCallback, StatusTracker
+from pkgtool.buildkit.stubs import service_stub
 from pkgtool.errors import PkgtoolError
 
 NETWORK_MODES = ("none", "sandbox", "host")
@@ -137,8 +138,7 @@ class Builder:
         if session_transport == "http" and self.address.kind != "dockerd":
             raise PkgtoolError("a /session HTTP session needs the Docker daemon's BuildKit")
         self.session_transport = session_transport
-        # The grpc stub modules carry no type hints.
-        self.stub: Any = control_pb2_grpc.ControlStub(conn.channel)  # type: ignore[no-untyped-call]
+        self.stub: Any = service_stub(conn.channel, control_pb2, "Control")
 
     def __enter__(self) -> Builder:
         return self

@@ -62,6 +62,6 @@ def test_packet_types() -> None:
 def test_runtime_does_not_need_grpc_tools() -> None:
     code = (
         "import sys; sys.modules['grpc_tools'] = None\n"
-        "import pkgtool.buildkit, pkgtool.buildkit.session, pkgtool.buildkit._gen.control_pb2_grpc\n"
+        "import pkgtool.buildkit, pkgtool.buildkit.session, pkgtool.buildkit.stubs\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

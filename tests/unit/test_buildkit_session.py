@@ -12,9 +12,7 @@ import pytest
 
 from pkgtool.buildkit._gen import (
     auth_pb2,
-    auth_pb2_grpc,
     health_pb2,
-    health_pb2_grpc,
     wire_pb2,
 )
 from pkgtool.buildkit.session import (
@@ -26,6 +24,7 @@ from pkgtool.buildkit.session import (
     shared_key,
     transfer_options,
 )
+from pkgtool.buildkit.stubs import service_stub
 
 
 def test_transfer_options_decode_repeated_and_encoded_values() -> None:
@@ -95,10 +94,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Session, grpc.Channel]]:
 
 def test_health_and_credentials_answer(served: tuple[Session, grpc.Channel]) -> None:
     _session, channel = served
-    health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+    health = service_stub(channel, health_pb2, "Health")
     resp = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
-    auth = auth_pb2_grpc.AuthStub(channel)  # type: ignore[no-untyped-call]
+    auth = service_stub(channel, auth_pb2, "Auth")
     creds = auth.Credentials(auth_pb2.CredentialsRequest(Host="127.0.0.1:5000"), timeout=5)
     assert (creds.Username, creds.Secret) == ("", "")
 
