@@ -17,7 +17,9 @@ Example::
         sha256: a9cbaa...
     modules:                       # optional: leave module trees out of /kernel.tar
       exclude: [kernel/drivers/gpu/*, kernel/sound/*]   # globs under lib/modules/<release>/;
-                                   # a kept module's dependencies (modules.dep) stay
+                                   # a kept module's dependencies (modules.dep) stay; for the
+                                   # Debian .debs only (a from-source kernel builds only the
+                                   # modules its config fragments ask for)
     source:                        # optional: `pkgtool kernel build --from-source`
       image: pkgtool/kernel-source
       package: linux-source-6.1    # Debian's kernel source tarball (arch all)
