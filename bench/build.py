@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import basekit
 
 from pkgtool import settings
-from pkgtool.build.api import execute, make_plan
-from pkgtool.build.plan import BuildOptions
+from pkgtool.pkgbuild.api import execute, make_plan
+from pkgtool.pkgbuild.plan import BuildOptions
 from pkgtool.progress import Progress
 
 RUNS = 9

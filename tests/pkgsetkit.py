@@ -143,8 +143,8 @@ def _pinned_kernel(root: Path, registry: str) -> str:
 def publish(registry: str, work: Path) -> PackageSet:
     """Copy the repository's images into a git repo under ``work`` and put them all in the registry."""
     from pkgtool.base.build import build_base
-    from pkgtool.build.api import execute, make_plan
-    from pkgtool.build.plan import BuildOptions
+    from pkgtool.pkgbuild.api import execute, make_plan
+    from pkgtool.pkgbuild.plan import BuildOptions
     from pkgtool.progress import Progress
     from pkgtool.spec.package import find_packages
 

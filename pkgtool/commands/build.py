@@ -60,8 +60,8 @@ def register(sub: Any) -> None:
 
 def _options(args: argparse.Namespace) -> Any:
     from pkgtool import settings
-    from pkgtool.build.plan import BuildOptions, cpu_jobs, parse_platforms
     from pkgtool.errors import UsageError
+    from pkgtool.pkgbuild.plan import BuildOptions, cpu_jobs, parse_platforms
     from pkgtool.spec.package import parse_build_arg_flags
 
     if args.jobs is not None and args.jobs < 1:
@@ -87,8 +87,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     import json
 
     from pkgtool import settings
-    from pkgtool.build.api import execute, make_plan, package_dirs
-    from pkgtool.build.run import describe, json_ready
+    from pkgtool.pkgbuild.api import execute, make_plan, package_dirs
+    from pkgtool.pkgbuild.run import describe, json_ready
     from pkgtool.progress import Progress
 
     options = _options(args)
@@ -127,8 +127,8 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pkgtool import settings
-    from pkgtool.build.publish import rebuild_index
     from pkgtool.oci.registry import RegistryClient
+    from pkgtool.pkgbuild.publish import rebuild_index
     from pkgtool.spec.graph import load_graph
 
     registry = settings.registry(args.registry)

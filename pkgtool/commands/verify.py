@@ -105,8 +105,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _rebuild(report: Any, *, registry: str) -> list[dict[str, str]]:
     import sys
 
-    from pkgtool.build.rebuild import rebuild_from_provenance
     from pkgtool.errors import PkgtoolError
+    from pkgtool.pkgbuild.rebuild import rebuild_from_provenance
     from pkgtool.progress import Progress
 
     if report.provenance is None:

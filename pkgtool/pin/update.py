@@ -90,8 +90,8 @@ class Updater:
 
             build_kernel(load_kernel_spec(producer.path), registry=self.registry, log=self.log)
         else:
-            from pkgtool.build.api import execute, make_plan
-            from pkgtool.build.plan import BuildOptions, cpu_jobs
+            from pkgtool.pkgbuild.api import execute, make_plan
+            from pkgtool.pkgbuild.plan import BuildOptions, cpu_jobs
             from pkgtool.settings import cache_dir
 
             options = BuildOptions(registry=self.registry, jobs=cpu_jobs(), allow_dirty=True)

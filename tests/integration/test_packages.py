@@ -234,8 +234,8 @@ def test_sshd_logs_in_with_a_key_only(pkgset: PackageSet, tmp_path: Path) -> Non
 def test_build_files_are_deterministic(pkgset: PackageSet, registry: str, tmp_path: Path) -> None:
     """Build init and sshd again without BuildKit's cache: the same image digests, so
     nothing a RUN step writes depends on time or chance."""
-    from pkgtool.build.api import execute, make_plan
-    from pkgtool.build.plan import BuildOptions
+    from pkgtool.pkgbuild.api import execute, make_plan
+    from pkgtool.pkgbuild.plan import BuildOptions
     from pkgtool.progress import Progress
 
     for name in ("init", "sshd"):

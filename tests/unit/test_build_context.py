@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgtool.build.context import build_context
+from pkgtool.pkgbuild.context import build_context
 from pkgtool.spec.package import load_package
 
 

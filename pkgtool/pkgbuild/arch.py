@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pkgtool.build import PACKAGE_EPOCH
 from pkgtool.buildkit import Builder, MobyExport, OCIExport
 from pkgtool.buildkit.status import StatusCallback
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci.descriptor import Platform
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.repack import RepackedImage, repack_archive
+from pkgtool.pkgbuild import PACKAGE_EPOCH
 from pkgtool.spec.graph import Package
 
 _DOCKER_TIMEOUT = 600
@@ -59,7 +59,7 @@ def build_arch(
 ) -> ArchBuild:
     """Build ``package`` for ``arch`` and store the re-packed image in ``layout``.
 
-    ``context`` is the staged build context (:func:`pkgtool.build.context.build_context`).
+    ``context`` is the staged build context (:func:`pkgtool.pkgbuild.context.build_context`).
     """
     spec = package.spec
     platform = f"linux/{arch}"

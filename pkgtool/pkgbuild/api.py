@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pkgtool.build.plan import (
+from pkgtool.errors import UsageError
+from pkgtool.pkgbuild.plan import (
     BuildOptions,
     Target,
     check_dependency_pins,
@@ -16,16 +17,15 @@ from pkgtool.build.plan import (
     plan_local,
     plan_registry,
 )
-from pkgtool.errors import UsageError
 from pkgtool.progress import Progress
 from pkgtool.spec.graph import PackageGraph, load_graph
 from pkgtool.spec.package import find_packages
 
 if TYPE_CHECKING:
-    from pkgtool.build.run import PackageResult
     from pkgtool.buildkit import Builder
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
+    from pkgtool.pkgbuild.run import PackageResult
     from pkgtool.sign.signer import Signer
 
 
@@ -81,7 +81,7 @@ def make_plan(dirs: Sequence[Path], options: BuildOptions, *, cache_dir: Path) -
 def execute(plan: Plan, *, progress: Progress, signer: Signer | None = None) -> list[PackageResult]:
     """Build and publish what the plan says is missing, signing it with ``signer`` if given.
     BuildKit (and grpc) is only touched when something has to be built."""
-    from pkgtool.build.run import BuildRun
+    from pkgtool.pkgbuild.run import BuildRun
 
     def open_builder() -> Builder:
         from pkgtool.buildkit import open_builder as connect

@@ -84,8 +84,8 @@ def rebuild_from_provenance(provenance: Mapping[str, Any], *, signed: Mapping[st
                             progress: Progress) -> list[RebuildResult]:
     """Rebuild what ``provenance`` describes; ``signed`` maps ``linux/ARCH`` to the signed
     manifest digests.  Returns one result per rebuilt platform."""
-    from pkgtool.build.api import execute, make_plan
-    from pkgtool.build.plan import BuildOptions, cpu_jobs
+    from pkgtool.pkgbuild.api import execute, make_plan
+    from pkgtool.pkgbuild.plan import BuildOptions, cpu_jobs
 
     definition = provenance.get("buildDefinition") or {}
     external = definition.get("externalParameters") or {}

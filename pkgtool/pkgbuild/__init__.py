@@ -2,18 +2,18 @@
 
 The flow, one module per step:
 
-* :mod:`~pkgtool.build.plan` loads the package graph (:mod:`pkgtool.spec.graph`: specs,
+* :mod:`~pkgtool.pkgbuild.plan` loads the package graph (:mod:`pkgtool.spec.graph`: specs,
   dependencies, content-hash tags) and asks the registry, and only the registry, what is
   missing.  A package whose index already lists every wanted arch is up to date; this path
   never connects to BuildKit and never imports grpc, so a no-op build is fast.
-* :mod:`~pkgtool.build.arch` runs one BuildKit solve per (package, arch), concurrently, and
+* :mod:`~pkgtool.pkgbuild.arch` runs one BuildKit solve per (package, arch), concurrently, and
   re-packs the result reproducibly into the local OCI layout cache
   (:mod:`pkgtool.oci.repack`): dockerd's ``moby`` exporter plus the Docker SDK's image
   save, or a standalone buildkitd's ``oci`` exporter.
-* :mod:`~pkgtool.build.publish` pushes each arch as ``ORG/IMAGE:<tag>-<arch>`` and, only
+* :mod:`~pkgtool.pkgbuild.publish` pushes each arch as ``ORG/IMAGE:<tag>-<arch>`` and, only
   after every arch of the package succeeded, the index ``ORG/IMAGE:<tag>``, merged with
   arches another machine already pushed at that tag.
-* :mod:`~pkgtool.build.run` orders the work (dependencies first, independent packages in
+* :mod:`~pkgtool.pkgbuild.run` orders the work (dependencies first, independent packages in
   parallel), shows progress, and cancels every solve on the first failure or Ctrl-C.
 
 Package images are re-packed with ``SOURCE_DATE_EPOCH`` = :data:`PACKAGE_EPOCH` (0): the

@@ -20,20 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pkgtool.build import REGISTRY_ARG
-from pkgtool.build.plan import BuildOptions, Target, display, local_name
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci.descriptor import Descriptor
 from pkgtool.oci.reference import parse_reference
+from pkgtool.pkgbuild import REGISTRY_ARG
+from pkgtool.pkgbuild.plan import BuildOptions, Target, display, local_name
 from pkgtool.progress import Progress
 from pkgtool.spec.graph import Package, PackageGraph
 from pkgtool.spec.package import dockerfile_from_refs, merge_build_args
 
 if TYPE_CHECKING:
-    from pkgtool.build.arch import ArchBuild
     from pkgtool.buildkit import Builder
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
+    from pkgtool.pkgbuild.arch import ArchBuild
     from pkgtool.sign.signer import Signer
 
 CONFIG_LABEL = "org.mobyproject.config"
@@ -277,9 +277,9 @@ class BuildRun:
         return found.digest if found is not None else ""
 
     def _build_arches(self, target: Target, args: Mapping[str, str]) -> dict[str, ArchBuild]:
-        from pkgtool.build.arch import build_arch
-        from pkgtool.build.context import build_context
         from pkgtool.buildkit.status import progress_callback
+        from pkgtool.pkgbuild.arch import build_arch
+        from pkgtool.pkgbuild.context import build_context
 
         builder = self.builder()
         package = target.package
@@ -316,7 +316,7 @@ class BuildRun:
                                   + "\n    ".join(lines))
 
     def _publish(self, target: Target, result: PackageResult) -> Descriptor:
-        from pkgtool.build.publish import push_arch_manifest, push_index, store_local
+        from pkgtool.pkgbuild.publish import push_arch_manifest, push_index, store_local
 
         package = target.package
         if not self.options.push:
