@@ -65,7 +65,7 @@ def _usage() -> int:
 
 def _client_factory(registry: str | None) -> Any:
     """A factory for registry clients (imported lazily: HTTP libraries are heavy)."""
-    from pkgtool.assemble.build import default_client_factory
+    from pkgtool.assemble.image_build import default_client_factory
 
     return default_client_factory(registry)
 
@@ -74,7 +74,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pkgtool import settings
-    from pkgtool.assemble.build import build_image
+    from pkgtool.assemble.image_build import build_image
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
 
@@ -164,7 +164,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def _resolver(args: argparse.Namespace) -> Any:
     """ref -> digest by pulling it into the cache (so the build that follows is warm)."""
     from pkgtool import settings
-    from pkgtool.assemble.build import registry_fetcher
+    from pkgtool.assemble.image_build import registry_fetcher
     from pkgtool.oci.layout import Layout
 
     layout = Layout(settings.cache_dir(args.cache_dir))

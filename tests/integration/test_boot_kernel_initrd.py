@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import imagekit
 
-from pkgtool.assemble.build import build_image
+from pkgtool.assemble.image_build import build_image
 from pkgtool.oci.layout import Layout
 from pkgtool.run.qemu import VMConfig, boot, find_media
 

@@ -23,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import imagekit
 
-from pkgtool.assemble.build import build_image
+from pkgtool.assemble.image_build import build_image
 from pkgtool.kernel import bzimage
 from pkgtool.kernel.source import (
     SourceBuildResult,

@@ -351,7 +351,7 @@ def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch:
     configures eth0, a bindNS namespace is joined by a later container, a runtime.json the
     init cannot honour is refused, sshd logs a key in (amd64: through a forwarded port), and
     the machine powers off through init, running the onshutdown container first."""
-    from pkgtool.assemble.build import build_image, default_client_factory
+    from pkgtool.assemble.image_build import build_image, default_client_factory
     from pkgtool.run.qemu import VMConfig, boot, find_media
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)

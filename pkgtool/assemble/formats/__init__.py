@@ -2,7 +2,7 @@
 
 Every writer gets a :class:`FormatInput` (the tree, the kernel, the compressed initrd and
 the command line) and a staging directory; it writes its files there under their final
-names and returns them.  :mod:`pkgtool.assemble.build` renames them into the output
+names and returns them.  :mod:`pkgtool.assemble.image_build` renames them into the output
 directory only when every requested format has succeeded.
 
 Determinism is each writer's job: every timestamp is ``mtime`` (``SOURCE_DATE_EPOCH``), and
