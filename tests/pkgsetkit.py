@@ -60,7 +60,7 @@ def commit(root: Path, message: str) -> None:
 def mirror_drift(recipe: BaseRecipe) -> dict[str, list[str]]:
     """Per arch, how the committed lock differs from what the mirror resolves now."""
     from pkgtool.base import bootstrap
-    from pkgtool.base.build import load_locks
+    from pkgtool.base.base_build import load_locks
 
     locks = load_locks(recipe)
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(recipe.arches)) as pool:
@@ -72,7 +72,7 @@ def refresh_for_moved_mirror(root: Path, registry: str) -> dict[str, list[str]]:
     """If the mirror moved on, rewrite the base locks and the kernel pins in ``root`` and
     re-pin every reference (building what that needs); returns what was found stale
     (empty: nothing to do)."""
-    from pkgtool.base.build import write_locks
+    from pkgtool.base.base_build import write_locks
 
     recipe = load_recipe(root / "pkg" / "base" / "base.yml")
     drift = mirror_drift(recipe)
@@ -142,7 +142,7 @@ def _pinned_kernel(root: Path, registry: str) -> str:
 
 def publish(registry: str, work: Path) -> PackageSet:
     """Copy the repository's images into a git repo under ``work`` and put them all in the registry."""
-    from pkgtool.base.build import build_base
+    from pkgtool.base.base_build import build_base
     from pkgtool.pkgbuild.api import execute, make_plan
     from pkgtool.pkgbuild.plan import BuildOptions
     from pkgtool.progress import Progress

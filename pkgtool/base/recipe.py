@@ -18,7 +18,7 @@ Example (every key is required unless marked optional)::
       cmd: ["/bin/sh"]
 
 The tag is a hash over this file's parsed content *and* every lock file, so editing either
-gives a new tag (see :func:`pkgtool.base.build.base_tag`).
+gives a new tag (see :func:`pkgtool.base.base_build.base_tag`).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def cmd_show_tag(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pkgtool import settings
-    from pkgtool.base.build import base_tag, load_locks
+    from pkgtool.base.base_build import base_tag, load_locks
     from pkgtool.base.recipe import load_recipe
 
     recipe = load_recipe(Path(args.recipe))
@@ -66,7 +66,7 @@ def cmd_show_tag(args: argparse.Namespace) -> int:
 def cmd_lock(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pkgtool.base.build import write_locks
+    from pkgtool.base.base_build import write_locks
     from pkgtool.base.recipe import load_recipe
     from pkgtool.errors import UsageError
 
@@ -83,7 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pkgtool import settings
-    from pkgtool.base.build import build_base
+    from pkgtool.base.base_build import build_base
     from pkgtool.base.recipe import load_recipe
 
     recipe = load_recipe(Path(args.recipe))

@@ -70,7 +70,7 @@ def package_dirs(root: Path) -> list[Path]:
 
 def load_producers(root: Path, *, on_skip: Callable[[Path, str], None] | None = None) -> Producers:
     """Every producer below ``root``, tags computed from the files as they are now."""
-    from pkgtool.base.build import base_tag, load_locks
+    from pkgtool.base.base_build import base_tag, load_locks
     from pkgtool.base.recipe import load_recipe
     from pkgtool.base.workcache import work_cache_dir
     from pkgtool.kernel.build import kernel_tag

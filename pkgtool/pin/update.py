@@ -75,7 +75,7 @@ class Updater:
 
     def _build(self, producer: Producer) -> None:
         if producer.kind == "base":
-            from pkgtool.base.build import build_base
+            from pkgtool.base.base_build import build_base
             from pkgtool.base.recipe import load_recipe
 
             build_base(load_recipe(producer.path), registry=self.registry, log=self.log)

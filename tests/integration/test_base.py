@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgtool.base.build import build_base
+from pkgtool.base.base_build import build_base
 from pkgtool.base.lockfile import LockMismatchError, format_lock
 from pkgtool.base.recipe import load_recipe
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pkgtool.base.base_build import base_tag, load_locks
 from pkgtool.base.bootstrap import mmdebstrap_argv, parse_simulated, remove_hooks
-from pkgtool.base.build import base_tag, load_locks
 from pkgtool.base.lockfile import LockMismatchError, check_lock, format_lock, parse_lock
 from pkgtool.base.recipe import load_recipe
 from pkgtool.errors import UsageError

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgtool.base.build import base_tag, load_locks
+from pkgtool.base.base_build import base_tag, load_locks
 from pkgtool.base.recipe import load_recipe
 from pkgtool.spec.package import load_package
 
