@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import pkgsetkit
 
 from pkgtool import settings
-from pkgtool.kernel.build import build_kernel
+from pkgtool.kernel.kernel_build import build_kernel
 from pkgtool.kernel.spec import load_kernel_spec
 from pkgtool.oci.registry import RegistryClient
 

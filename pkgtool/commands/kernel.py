@@ -93,7 +93,7 @@ def _log(message: str) -> None:
 
 def cmd_show_tag(args: argparse.Namespace) -> int:
     from pkgtool import settings
-    from pkgtool.kernel.build import kernel_tag
+    from pkgtool.kernel.kernel_build import kernel_tag
     from pkgtool.kernel.spec import load_kernel_spec
 
     spec = load_kernel_spec(_spec_path(args.spec))
@@ -136,7 +136,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                    if given]
     if source_only:
         raise UsageError(f"{', '.join(source_only)}: only with --from-source")
-    from pkgtool.kernel.build import build_kernel
+    from pkgtool.kernel.kernel_build import build_kernel
 
     deb_result = build_kernel(spec, registry=registry, force=args.force, log=_log)
     suffix = f"@{deb_result.index_digest}" if deb_result.index_digest else ""

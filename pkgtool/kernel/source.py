@@ -448,8 +448,8 @@ def build_kernel_from_source(spec: KernelSpec, *, registry: str, arches: Sequenc
     or boot tests).  ``push=False`` builds without touching the registry.
     """
     from pkgtool.base.workcache import work_cache_dir
-    from pkgtool.kernel.build import lock_hint
     from pkgtool.kernel.fetch import fetch_deb
+    from pkgtool.kernel.kernel_build import lock_hint
 
     source = require_source(spec)
     for arch in arches:

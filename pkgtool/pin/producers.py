@@ -73,7 +73,7 @@ def load_producers(root: Path, *, on_skip: Callable[[Path, str], None] | None = 
     from pkgtool.base.base_build import base_tag, load_locks
     from pkgtool.base.recipe import load_recipe
     from pkgtool.base.workcache import work_cache_dir
-    from pkgtool.kernel.build import kernel_tag
+    from pkgtool.kernel.kernel_build import kernel_tag
     from pkgtool.kernel.source import source_tag
     from pkgtool.kernel.spec import load_kernel_spec
     from pkgtool.spec.graph import load_graph

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgtool.kernel.build import build_kernel
+from pkgtool.kernel.kernel_build import build_kernel
 from pkgtool.kernel.spec import load_kernel_spec
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.kernel import debversion
 from pkgtool.kernel.apt import AptCache, AptError, parse_records
-from pkgtool.kernel.build import kernel_tag
 from pkgtool.kernel.fetch import StalePinError, fetch_deb
+from pkgtool.kernel.kernel_build import kernel_tag
 from pkgtool.kernel.lock import lock_kernel, top_version
 from pkgtool.kernel.spec import load_kernel_spec
 
