@@ -1,12 +1,12 @@
 """``pkgtool kernel build|show-tag``: pinned Debian kernel .debs → LinuxKit kernel images.
 
 Per arch (concurrently): fetch the .deb (``apt-get download``, sha256 verified before any
-parsing, cached by that sha256), build the layout (:mod:`pkgtool.kernel.layout`), pack it
+parsing, cached by that sha256), build the layout (:mod:`pkgtool.kernel.deb_layout`), pack it
 as a one-layer OCI image and push; then push the multi-arch index.
 
 Tag: ``<version>-<hash>``, ``hash`` = sha256 over the parsed kernel.yml (image, version,
 epoch, per arch the package, its own version if it has one, the .deb's sha256 and the
-vmlinux flag) and :data:`pkgtool.kernel.layout.LAYOUT_VERSION`, first 16 hex digits.  The version prefix
+vmlinux flag) and :data:`pkgtool.kernel.deb_layout.LAYOUT_VERSION`, first 16 hex digits.  The version prefix
 lets an image YAML say which kernel it uses at a glance; the hash changes whenever any
 input does.
 """
@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pkgtool.kernel.deb_layout import LAYOUT_VERSION, build_kernel_layout
 from pkgtool.kernel.fetch import fetch_deb
-from pkgtool.kernel.layout import LAYOUT_VERSION, build_kernel_layout
 from pkgtool.kernel.spec import KernelArch, KernelSpec
 from pkgtool.oci.descriptor import canonical_json
 

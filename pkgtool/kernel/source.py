@@ -21,7 +21,7 @@ devices); then per arch, one after another (each compile already uses every CPU 
     make O=<dir> ... -j<jobs> <bzImage|Image> modules
     make O=<dir> ... INSTALL_MOD_PATH=<spool> INSTALL_MOD_STRIP=1 DEPMOD=true modules_install
 
-and :func:`pkgtool.kernel.layout.write_layout` turns the results into /kernel, /kernel.tar
+and :func:`pkgtool.kernel.deb_layout.write_layout` turns the results into /kernel, /kernel.tar
 (with the depmod index), /System.map, /config and, for amd64 when ``arches.amd64.vmlinux``
 is set, /vmlinux: the layout the .deb path produces.  The make output goes to a log file
 in the work cache (named in errors).
@@ -58,7 +58,7 @@ from typing import IO
 from pkgtool import rootfs_image
 from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.kernel.deb import open_data_tar
-from pkgtool.kernel.layout import (
+from pkgtool.kernel.deb_layout import (
     LAYOUT_VERSION,
     KernelLayout,
     spool_installed_modules,

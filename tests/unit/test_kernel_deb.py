@@ -13,9 +13,9 @@ from debkit import ar_archive, deb_bytes
 
 from pkgtool.errors import DigestMismatchError, UsageError
 from pkgtool.kernel import arfile, bzimage
+from pkgtool.kernel.deb_layout import KernelLayoutError, build_kernel_layout
 from pkgtool.kernel.fetch import file_sha256, verify_deb
 from pkgtool.kernel.kernel_build import kernel_tag
-from pkgtool.kernel.layout import KernelLayoutError, build_kernel_layout
 from pkgtool.kernel.spec import load_kernel_spec, parse_kernel_spec
 
 REPO = Path(__file__).resolve().parents[2]

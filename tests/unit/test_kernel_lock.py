@@ -243,7 +243,7 @@ def test_tag_is_unchanged_for_files_without_per_arch_versions(tmp_path: Path) ->
     spec = load_kernel_spec(path)
     import hashlib
 
-    from pkgtool.kernel.layout import LAYOUT_VERSION
+    from pkgtool.kernel.deb_layout import LAYOUT_VERSION
     from pkgtool.oci.descriptor import canonical_json
 
     legacy = {"layout": LAYOUT_VERSION, "image": spec.image, "version": spec.version,
