@@ -37,7 +37,7 @@ import pkgsetkit
 
 from pkgtool import settings
 from pkgtool.kernel.kernel_build import build_kernel
-from pkgtool.kernel.spec import load_kernel_spec
+from pkgtool.kernel.kernel_yml import load_kernel_spec
 from pkgtool.oci.registry import RegistryClient
 
 RUNS = 3

@@ -94,7 +94,7 @@ def _log(message: str) -> None:
 def cmd_show_tag(args: argparse.Namespace) -> int:
     from pkgtool import settings
     from pkgtool.kernel.kernel_build import kernel_tag
-    from pkgtool.kernel.spec import load_kernel_spec
+    from pkgtool.kernel.kernel_yml import load_kernel_spec
 
     spec = load_kernel_spec(_spec_path(args.spec))
     if args.from_source:
@@ -109,7 +109,7 @@ def cmd_show_tag(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from pkgtool import settings
     from pkgtool.errors import UsageError
-    from pkgtool.kernel.spec import load_kernel_spec
+    from pkgtool.kernel.kernel_yml import load_kernel_spec
 
     spec = load_kernel_spec(_spec_path(args.spec))
     registry = settings.registry(args.registry)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pkgtool.kernel.deb_layout import LAYOUT_VERSION, build_kernel_layout
 from pkgtool.kernel.fetch import fetch_deb
-from pkgtool.kernel.spec import KernelArch, KernelSpec
+from pkgtool.kernel.kernel_yml import KernelArch, KernelSpec
 from pkgtool.oci.descriptor import canonical_json
 
 TAG_HEX = 16

@@ -33,7 +33,7 @@ from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.fileio import atomic_write
 from pkgtool.kernel import debversion
 from pkgtool.kernel.apt import AptCache, AptError, AptRecord
-from pkgtool.kernel.spec import KernelSpec, load_kernel_spec, parse_kernel_spec
+from pkgtool.kernel.kernel_yml import KernelSpec, load_kernel_spec, parse_kernel_spec
 from pkgtool.yamlload import format_path, parse_yaml
 
 PathKey = tuple[str, ...]

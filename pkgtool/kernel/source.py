@@ -64,7 +64,7 @@ from pkgtool.kernel.deb_layout import (
     spool_installed_modules,
     write_layout,
 )
-from pkgtool.kernel.spec import KernelSource, KernelSpec
+from pkgtool.kernel.kernel_yml import KernelSource, KernelSpec
 from pkgtool.oci.descriptor import canonical_json
 
 Log = Callable[[str], None]

@@ -86,7 +86,7 @@ class Updater:
                                f"compile it first: pkgtool kernel build --from-source {where}")
         elif producer.kind == "kernel":
             from pkgtool.kernel.kernel_build import build_kernel
-            from pkgtool.kernel.spec import load_kernel_spec
+            from pkgtool.kernel.kernel_yml import load_kernel_spec
 
             build_kernel(load_kernel_spec(producer.path), registry=self.registry, log=self.log)
         else:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pkgtool.kernel.kernel_build import build_kernel
-from pkgtool.kernel.spec import load_kernel_spec
+from pkgtool.kernel.kernel_yml import load_kernel_spec
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

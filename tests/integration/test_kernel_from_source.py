@@ -25,13 +25,13 @@ import imagekit
 
 from pkgtool.assemble.image_build import build_image
 from pkgtool.kernel import bzimage
+from pkgtool.kernel.kernel_yml import load_kernel_spec
 from pkgtool.kernel.source import (
     SourceBuildResult,
     build_kernel_from_source,
     parse_config,
     read_fragments,
 )
-from pkgtool.kernel.spec import load_kernel_spec
 from pkgtool.oci.layout import Layout
 from pkgtool.run.qemu import VMConfig, boot, find_media
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pkgtool.kernel.apt import AptCache
+from pkgtool.kernel.kernel_yml import load_kernel_spec
 from pkgtool.kernel.lock import lock_kernel
-from pkgtool.kernel.spec import load_kernel_spec
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

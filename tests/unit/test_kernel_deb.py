@@ -16,7 +16,7 @@ from pkgtool.kernel import arfile, bzimage
 from pkgtool.kernel.deb_layout import KernelLayoutError, build_kernel_layout
 from pkgtool.kernel.fetch import file_sha256, verify_deb
 from pkgtool.kernel.kernel_build import kernel_tag
-from pkgtool.kernel.spec import load_kernel_spec, parse_kernel_spec
+from pkgtool.kernel.kernel_yml import load_kernel_spec, parse_kernel_spec
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "6.1.0-99-arm64"

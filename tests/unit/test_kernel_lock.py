@@ -12,8 +12,8 @@ from pkgtool.kernel import debversion
 from pkgtool.kernel.apt import AptCache, AptError, parse_records
 from pkgtool.kernel.fetch import StalePinError, fetch_deb
 from pkgtool.kernel.kernel_build import kernel_tag
+from pkgtool.kernel.kernel_yml import load_kernel_spec
 from pkgtool.kernel.lock import lock_kernel, top_version
-from pkgtool.kernel.spec import load_kernel_spec
 
 SHA = {name: f"{i}f" * 32 for i, name in enumerate(
     ["old-amd64", "old-arm64", "old-s390x", "new-amd64", "new-arm64", "src-old", "src-new"], start=1)}

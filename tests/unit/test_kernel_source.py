@@ -13,7 +13,7 @@ from debkit import deb_bytes, tar_bytes
 from pkgtool.errors import UsageError
 from pkgtool.kernel import source
 from pkgtool.kernel.deb_layout import KernelLayoutError, spool_installed_modules
-from pkgtool.kernel.spec import load_kernel_spec
+from pkgtool.kernel.kernel_yml import load_kernel_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
