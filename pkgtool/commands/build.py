@@ -128,7 +128,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
     from pkgtool import settings
     from pkgtool.oci.registry import RegistryClient
-    from pkgtool.pkgbuild.publish import rebuild_index
+    from pkgtool.pkgbuild.push import rebuild_index
     from pkgtool.spec.graph import load_graph
 
     registry = settings.registry(args.registry)

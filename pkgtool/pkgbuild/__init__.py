@@ -10,7 +10,7 @@ The flow, one module per step:
   re-packs the result reproducibly into the local OCI layout cache
   (:mod:`pkgtool.oci.repack`): dockerd's ``moby`` exporter plus the Docker SDK's image
   save, or a standalone buildkitd's ``oci`` exporter.
-* :mod:`~pkgtool.pkgbuild.publish` pushes each arch as ``ORG/IMAGE:<tag>-<arch>`` and, only
+* :mod:`~pkgtool.pkgbuild.push` pushes each arch as ``ORG/IMAGE:<tag>-<arch>`` and, only
   after every arch of the package succeeded, the index ``ORG/IMAGE:<tag>``, merged with
   arches another machine already pushed at that tag.
 * :mod:`~pkgtool.pkgbuild.run` orders the work (dependencies first, independent packages in

@@ -316,7 +316,7 @@ class BuildRun:
                                   + "\n    ".join(lines))
 
     def _publish(self, target: Target, result: PackageResult) -> Descriptor:
-        from pkgtool.pkgbuild.publish import push_arch_manifest, push_index, store_local
+        from pkgtool.pkgbuild.push import push_arch_manifest, push_index, store_local
 
         package = target.package
         if not self.options.push:
