@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pkgtool.arches import arch_rank
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json
 from pkgtool.oci.layer import DeterministicCompressor, HashingWriter
 from pkgtool.oci.manifest import build_index as oci_build_index
 from pkgtool.oci.repack import rfc3339
-
-ARCH_ORDER = ("amd64", "arm64", "s390x")
 
 EntryFilter = Callable[[str, tarfile.TarInfo], bool]  # True: drop the entry
 
@@ -155,7 +154,7 @@ def directory_tar(root: Path, out: Path, *, epoch: int) -> None:
 
 
 def build_index(images: Iterable[ArchImage], *, annotations: dict[str, str] | None = None) -> bytes:
-    ordered = sorted(images, key=lambda i: ARCH_ORDER.index(i.arch) if i.arch in ARCH_ORDER else 99)
+    ordered = sorted(images, key=lambda i: arch_rank(i.arch))
     return oci_build_index([i.manifest_descriptor for i in ordered], annotations=annotations)
 
 

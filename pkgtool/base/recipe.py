@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pkgtool.arches import ARCHES
 from pkgtool.yamlload import YamlDoc, load_yaml
 
-SUPPORTED_ARCHES = ("amd64", "arm64", "s390x")
 _KEYS = {"image", "suite", "variant", "source_date_epoch", "arches", "include", "dpkg_options", "remove", "config"}
 _CONFIG_KEYS = {"env", "cmd"}
 _IMAGE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$")
@@ -100,8 +100,8 @@ def load_recipe(path: Path) -> BaseRecipe:
     if not arches:
         raise doc.error(("arches",), "list at least one architecture")
     for i, arch in enumerate(arches):
-        if arch not in SUPPORTED_ARCHES:
-            raise doc.error(("arches", i), f"unsupported (supported: {', '.join(SUPPORTED_ARCHES)})")
+        if arch not in ARCHES:
+            raise doc.error(("arches", i), f"unsupported (supported: {', '.join(ARCHES)})")
     if len(set(arches)) != len(arches):
         raise doc.error(("arches",), "duplicate architecture")
     config = data.get("config") or {}
@@ -119,7 +119,7 @@ def load_recipe(path: Path) -> BaseRecipe:
         variant=variant,
         source_date_epoch=epoch,
         # Sorted: the order in the file must not change the tag or the index.
-        arches=tuple(sorted(arches, key=SUPPORTED_ARCHES.index)),
+        arches=tuple(sorted(arches, key=ARCHES.index)),
         include=_strings(doc, data.get("include"), ("include",), _PACKAGE_RE),
         dpkg_options=_strings(doc, data.get("dpkg_options"), ("dpkg_options",), _DPKGOPT_RE),
         remove=_strings(doc, data.get("remove"), ("remove",), _REMOVE_RE),

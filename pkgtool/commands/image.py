@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from pkgtool.arches import ARCHES
 from pkgtool.commands.verify import add_trust_arguments
 
 _FORMATS = (
@@ -26,7 +27,7 @@ def register(sub: Any) -> None:
     build.add_argument("files", nargs="+", metavar="FILE.yml")
     build.add_argument("--format", default="kernel+initrd", metavar="F1,F2",
                        help=f"comma-separated output formats (default kernel+initrd): {', '.join(_FORMATS)}")
-    build.add_argument("--arch", default="amd64", choices=("amd64", "arm64", "s390x"))
+    build.add_argument("--arch", default="amd64", choices=ARCHES)
     build.add_argument("--dir", default=".", metavar="OUT", help="output directory (default: .)")
     build.add_argument("--name", default=None, help="output name prefix (default: first YAML's name)")
     build.add_argument("--registry", default=None, help="registry for pulls (default $PKGTOOL_REGISTRY or 127.0.0.1:5000)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pkgtool.arches import ARCHES
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("run", help="boot built images")
@@ -16,7 +18,7 @@ def register(sub: Any) -> None:
         "NAME.iso with --iso) or an .iso/.img/.qcow2 file.",
     )
     qemu.add_argument("path", metavar="PATH")
-    qemu.add_argument("--arch", default="amd64", choices=("amd64", "arm64", "s390x"))
+    qemu.add_argument("--arch", default="amd64", choices=ARCHES)
     qemu.add_argument("--mem", type=int, default=2048, metavar="MIB", help="guest memory (default 2048)")
     qemu.add_argument("--cpus", type=int, default=1)
     qemu.add_argument("--publish", action="append", default=[], metavar="HOST:GUEST",

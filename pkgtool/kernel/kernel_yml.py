@@ -38,10 +38,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pkgtool.arches import ARCHES
 from pkgtool.errors import UsageError
 from pkgtool.yamlload import YamlDoc, load_yaml, parse_yaml
 
-SUPPORTED_ARCHES = ("amd64", "arm64", "s390x")
 _IMAGE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~-]*$")
@@ -73,7 +73,7 @@ class KernelSource:
 
     @property
     def arches(self) -> tuple[str, ...]:
-        return tuple(a for a in SUPPORTED_ARCHES if a in self.configs)
+        return tuple(a for a in ARCHES if a in self.configs)
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,8 @@ def kernel_spec_from_doc(doc: YamlDoc, path: Path) -> KernelSpec:
     arches: list[KernelArch] = []
     for arch, entry in arches_data.items():
         where: tuple[str | int, ...] = ("arches", arch)
-        if arch not in SUPPORTED_ARCHES:
-            raise doc.error(where, f"unsupported architecture (supported: {', '.join(SUPPORTED_ARCHES)})")
+        if arch not in ARCHES:
+            raise doc.error(where, f"unsupported architecture (supported: {', '.join(ARCHES)})")
         if not isinstance(entry, dict):
             raise doc.error(where, "expected a mapping with package and sha256")
         _check_keys(doc, entry, where, {"package", "version", "sha256", "vmlinux"})
@@ -153,7 +153,7 @@ def kernel_spec_from_doc(doc: YamlDoc, path: Path) -> KernelSpec:
             own_version=own,
             where=doc.where(where),
         ))
-    arches.sort(key=lambda a: SUPPORTED_ARCHES.index(a.arch))
+    arches.sort(key=lambda a: ARCHES.index(a.arch))
     source = _source(doc, data.get("source"), path, image) if "source" in data else None
     return KernelSpec(path=path, image=image, version=version, source_date_epoch=epoch,
                       arches=tuple(arches), source=source, modules_exclude=_modules(doc, data.get("modules")))
@@ -191,8 +191,8 @@ def _source(doc: YamlDoc, data: object, path: Path, image: str) -> KernelSource:
     configs: dict[str, tuple[Path, ...]] = {}
     for arch, files in configs_data.items():
         at: tuple[str | int, ...] = (*where, "configs", arch)
-        if arch not in SUPPORTED_ARCHES:
-            raise doc.error(at, f"unsupported architecture (supported: {', '.join(SUPPORTED_ARCHES)})")
+        if arch not in ARCHES:
+            raise doc.error(at, f"unsupported architecture (supported: {', '.join(ARCHES)})")
         if not isinstance(files, list) or not files:
             raise doc.error(at, "expected a list of Kconfig fragment files, relative to kernel.yml")
         found: list[Path] = []
@@ -209,6 +209,6 @@ def _source(doc: YamlDoc, data: object, path: Path, image: str) -> KernelSource:
         package=_string(doc, data, where, "package", _PACKAGE_RE),
         version=_string(doc, data, where, "version", _VERSION_RE),
         sha256=_string(doc, data, where, "sha256", _SHA_RE),
-        configs={a: configs[a] for a in SUPPORTED_ARCHES if a in configs},
+        configs={a: configs[a] for a in ARCHES if a in configs},
         where=doc.where(where),
     )

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import IO
 
 from pkgtool import rootfs_image
+from pkgtool.arches import ARCHES
 from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.kernel.deb import open_data_tar
 from pkgtool.kernel.deb_layout import (
@@ -541,9 +542,9 @@ def _push(images: list[rootfs_image.ArchImage], *, registry: str, repository: st
     if existing is not None and existing.is_index:
         for entry in existing.manifests:
             arch = entry.platform.architecture if entry.platform is not None else ""
-            if arch in rootfs_image.ARCH_ORDER and arch not in descriptors:
+            if arch in ARCHES and arch not in descriptors:
                 descriptors[arch] = entry
-    ordered = [descriptors[a] for a in rootfs_image.ARCH_ORDER if a in descriptors]
+    ordered = [descriptors[a] for a in ARCHES if a in descriptors]
     index = canonical_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
                             "manifests": [d.to_json() for d in ordered]})
     client.put_manifest(repository, tag, index, mediatypes.OCI_INDEX)

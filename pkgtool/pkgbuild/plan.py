@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pkgtool import gitstate
+from pkgtool.arches import ARCHES
 from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.spec.graph import Package, PackageGraph, repository_name
 from pkgtool.spec.package import (
-    VALID_ARCHES,
     dockerfile_from_refs,
     merge_build_args,
     normalize_arch,
@@ -79,7 +79,7 @@ def parse_platforms(value: str | None) -> tuple[str, ...] | None:
             continue
         arch = normalize_arch(item)
         if arch is None or (item.count("/") > 1):
-            raise UsageError(f"--platforms: unknown platform {item!r} (valid: {', '.join('linux/' + a for a in VALID_ARCHES)})")
+            raise UsageError(f"--platforms: unknown platform {item!r} (valid: {', '.join('linux/' + a for a in ARCHES)})")
         if arch not in out:
             out.append(arch)
     if not out:

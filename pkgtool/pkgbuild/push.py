@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from pkgtool.arches import arch_rank
 from pkgtool.errors import RegistryError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform, sha256_digest
 from pkgtool.oci.manifest import Manifest, build_index
-from pkgtool.spec.package import VALID_ARCHES
 
 if TYPE_CHECKING:
     from pkgtool.oci.layout import Layout
@@ -33,7 +33,7 @@ _MERGE_ATTEMPTS = 4
 
 def _order(descriptor: Descriptor) -> tuple[int, str, str, str]:
     platform = descriptor.platform or Platform("", "")
-    rank = VALID_ARCHES.index(platform.architecture) if platform.architecture in VALID_ARCHES else len(VALID_ARCHES)
+    rank = arch_rank(platform.architecture)
     return (rank, platform.os, platform.architecture, platform.variant)
 
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from pkgtool.arches import ARCHES
 from pkgtool.errors import PkgtoolError, UsageError
 
-ARCHES = ("amd64", "arm64", "s390x")
 BINARY = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64", "s390x": "qemu-system-s390x"}
 PACKAGE = {"amd64": "qemu-system-x86", "arm64": "qemu-system-arm", "s390x": "qemu-system-misc"}
 CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0", "s390x": "ttysclp0"}

@@ -46,15 +46,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pkgtool.arches import ARCHES
 from pkgtool.errors import UsageError
 from pkgtool.spec.image import _ENTRY_FIELDS, LABEL, _kind, _Reader
 from pkgtool.yamlload import PathKey, YamlDoc, load_yaml
 
 BUILD_YML = "build.yml"
 DEFAULT_ORG = "pkgtool"
-DEFAULT_ARCHES: tuple[str, ...] = ("amd64", "arm64", "s390x")
-# LinuxKit's set; the local BuildKit worker runs the non-native ones through binfmt.
-VALID_ARCHES: tuple[str, ...] = ("amd64", "arm64", "s390x", "riscv64")
+# The local BuildKit worker runs the non-native ones through binfmt.
+DEFAULT_ARCHES: tuple[str, ...] = ARCHES
 DEFAULT_TAG = "{{.Hash}}"
 CONFIG_LABEL = LABEL
 
@@ -69,7 +69,7 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _HASH_PLACEHOLDER = re.compile(r"\{\{\s*\.Hash\s*\}\}")
 _ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Room a rendered tag must leave for "-dirty" and a "-<arch>" suffix within 128 characters.
-_TAG_SUFFIX_ROOM = len("-dirty") + len("-riscv64")
+_TAG_SUFFIX_ROOM = len("-dirty") + 1 + max(len(a) for a in ARCHES)
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ def _name(doc: YamlDoc, path: PathKey, value: Any) -> str:
 def normalize_arch(value: str) -> str | None:
     """``arm64`` or ``linux/arm64`` -> ``arm64``; None when it is not a valid arch."""
     arch = value.removeprefix("linux/")
-    return arch if arch in VALID_ARCHES else None
+    return arch if arch in ARCHES else None
 
 
 def _arches(doc: YamlDoc, value: Any) -> tuple[str, ...]:
@@ -276,7 +276,7 @@ def _arches(doc: YamlDoc, value: Any) -> tuple[str, ...]:
             raise doc.error(("arches", i), f"expected a string, got {_kind(item)}")
         arch = normalize_arch(item)
         if arch is None:
-            raise doc.error(("arches", i), f"unknown arch {item!r} (valid: {', '.join(VALID_ARCHES)})")
+            raise doc.error(("arches", i), f"unknown arch {item!r} (valid: {', '.join(ARCHES)})")
         if arch in out:
             raise doc.error(("arches", i), f"duplicate arch {arch!r}")
         out.append(arch)

@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pkgtool.arches import ARCHES
 from pkgtool.assemble.tree import Tree
 from pkgtool.errors import PkgtoolError, UsageError
 
-ARCHES = ("amd64", "arm64", "s390x")
 # FAT and some boot tools cannot store times before 1980-01-01; those clamp to this.
 FAT_EPOCH = 315532800
 
