@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 from pkgtool import settings
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes as mt
-from pkgtool.oci.descriptor import Descriptor, canonical_json
+from pkgtool.oci.descriptor import Descriptor
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.manifest import build_manifest
 from pkgtool.oci.registry import RegistryClient
@@ -39,7 +40,7 @@ def make_image(layout: Layout, *, total_mb: int, layers: int) -> Descriptor:
         data = os.urandom(per_layer)
         layout.write_blob(data)
         descriptors.append(Descriptor.for_bytes(mt.OCI_LAYER, data))
-    config = canonical_json({"architecture": "amd64", "os": "linux",
+    config = hashed_json({"architecture": "amd64", "os": "linux",
                              "rootfs": {"type": "layers", "diff_ids": [d.digest for d in descriptors]}})
     layout.write_blob(config)
     manifest = build_manifest(Descriptor.for_bytes(mt.OCI_CONFIG, config), descriptors)

@@ -31,8 +31,9 @@ from typing import Any
 
 from pkgtool.arches import arch_rank
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json
+from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.oci.layer import DeterministicCompressor, HashingWriter
 from pkgtool.oci.manifest import build_index as oci_build_index
 from pkgtool.oci.repack import rfc3339
@@ -127,7 +128,7 @@ def image_from_rootfs_tar(tar: Path, *, arch: str, config: ImageConfig, workdir:
     }
     if config.cmd:
         image_config["config"]["Cmd"] = list(config.cmd)
-    config_bytes = canonical_json(image_config)
+    config_bytes = hashed_json(image_config)
     manifest = {
         "schemaVersion": 2,
         "mediaType": mediatypes.OCI_MANIFEST,
@@ -135,7 +136,7 @@ def image_from_rootfs_tar(tar: Path, *, arch: str, config: ImageConfig, workdir:
         "layers": [layer.to_json()],
     }
     return ArchImage(arch=arch, layer_path=layer_path, layer=layer, config=config_bytes,
-                     manifest=canonical_json(manifest))
+                     manifest=hashed_json(manifest))
 
 
 def directory_tar(root: Path, out: Path, *, epoch: int) -> None:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import imagekit
 import requests
 
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import canonical_json, sha256_digest
+from pkgtool.oci.descriptor import sha256_digest
 
 ARCHES = ("amd64", "arm64", "s390x")
 TOOLS = ("sh", "uname", "sleep", "echo", "cat", "cp", "mkdir", "ln", "ls", "touch", "true", "false", "chmod")
@@ -67,7 +68,7 @@ def push_busybox_base(registry: str, repo: str = "pkgtool-test/bk-busybox") -> B
                 _push_blob(registry, repo, digest, data)
         _push_manifest(registry, repo, man["digest"], mediatypes.OCI_MANIFEST, blobs[man["digest"]])
         manifests.append(man)
-    index_bytes = canonical_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": manifests})
+    index_bytes = hashed_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": manifests})
     tag = hashlib.sha256(index_bytes).hexdigest()[:16]
     _push_manifest(registry, repo, tag, mediatypes.OCI_INDEX, index_bytes)
     return Base(registry, repo, tag, sha256_digest(index_bytes))

@@ -18,8 +18,9 @@ import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json
+from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.oci.layout import Layout
 
 CACHE = Path(os.environ.get("PKGTOOL_TEST_CACHE", "/var/cache/pkgtool-test"))
@@ -71,13 +72,13 @@ def image_blobs(layers: Sequence[bytes], *, arch: str, config: dict[str, object]
         "config": config or {},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
-    cfg_bytes = canonical_json(cfg)
+    cfg_bytes = hashed_json(cfg)
     cfg_desc = Descriptor.for_bytes(mediatypes.OCI_CONFIG, cfg_bytes)
     blobs[cfg_desc.digest] = cfg_bytes
-    manifest = canonical_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST, "config": cfg_desc.to_json(), "layers": layer_descs})
+    manifest = hashed_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST, "config": cfg_desc.to_json(), "layers": layer_descs})
     man_desc = Descriptor.for_bytes(mediatypes.OCI_MANIFEST, manifest, platform=Platform("linux", arch))
     blobs[man_desc.digest] = manifest
-    index = canonical_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [man_desc.to_json()]})
+    index = hashed_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [man_desc.to_json()]})
     idx_desc = Descriptor.for_bytes(mediatypes.OCI_INDEX, index)
     blobs[idx_desc.digest] = index
     return blobs, idx_desc

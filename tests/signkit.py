@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from imagekit import Member, layer_tar
 
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json
+from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.oci.registry import RegistryClient
 
 DEP5_LIBC = b"""Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -105,19 +106,19 @@ def push_image(
             client.push_blob_bytes(repository, data)
             layer_descs.append(Descriptor.for_bytes(mediatypes.OCI_LAYER_GZIP, data).to_json())
             diff_ids.append("sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest())
-        config = canonical_json({
+        config = hashed_json({
             "architecture": arch, "os": "linux", "created": created, "config": {},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         })
         client.push_blob_bytes(repository, config)
-        manifest = canonical_json({
+        manifest = hashed_json({
             "schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST,
             "config": Descriptor.for_bytes(mediatypes.OCI_CONFIG, config).to_json(), "layers": layer_descs,
         })
         descriptor = Descriptor.for_bytes(mediatypes.OCI_MANIFEST, manifest, platform=Platform("linux", arch))
         client.put_manifest(repository, descriptor.digest, manifest, mediatypes.OCI_MANIFEST)
         manifests[arch] = descriptor
-    index = canonical_json({
+    index = hashed_json({
         "schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
         "manifests": [d.to_json() for d in manifests.values()],
     })

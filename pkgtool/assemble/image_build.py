@@ -42,12 +42,12 @@ from pkgtool.assemble.runtime_config import (
     build_container_config,
     bundle_layout,
     bundle_runtime,
-    canonical_json,
     group_lookup,
     passwd_lookup,
 )
 from pkgtool.assemble.tree import BytesContent, Inode, Kind, Tree, add_files, ensure_console
 from pkgtool.errors import CacheError, PkgtoolError, UsageError
+from pkgtool.jsonio import bundle_json
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.spec.image import Id, ImageEntry, ImageSpec, image_references, load_image_spec, to_data
@@ -339,8 +339,8 @@ class Assembler:
             if self.tree.get(path) is None:
                 self.tree.put(path, Inode(Kind.DIR, mode=0o755))
         runtime = bundle_runtime(cfg.runtime, layout, lower=earlier)
-        self.tree.put(f"{layout.path}/config.json", Inode(Kind.FILE, mode=0o644, content=BytesContent(canonical_json(cfg.oci))))
-        self.tree.put(f"{layout.path}/runtime.json", Inode(Kind.FILE, mode=0o644, content=BytesContent(canonical_json(runtime))))
+        self.tree.put(f"{layout.path}/config.json", Inode(Kind.FILE, mode=0o644, content=BytesContent(bundle_json(cfg.oci))))
+        self.tree.put(f"{layout.path}/runtime.json", Inode(Kind.FILE, mode=0o644, content=BytesContent(bundle_json(runtime))))
 
     def _volumes(self) -> None:
         # Volumes live at containers/volumes/NAME/merged; an image volume's files go there.

@@ -148,9 +148,6 @@ def group_lookup(text: str) -> GroupLookup:
     return groups.get
 
 
-def canonical_json(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, indent=4, ensure_ascii=False, separators=(",", ": ")).encode("utf-8")
-
 
 # --------------------------------------------------------------------------- helpers
 

@@ -33,7 +33,7 @@ from pkgtool.base import bootstrap as bs
 from pkgtool.base.lockfile import LockMismatchError, check_lock, format_lock, load_lock
 from pkgtool.base.recipe import BaseRecipe
 from pkgtool.base.workcache import work_cache_dir
-from pkgtool.oci.descriptor import canonical_json
+from pkgtool.jsonio import hashed_json
 
 # Bump when how the image is made from the tar changes: it is part of the tag.
 BASE_FORMAT_VERSION = "2"
@@ -53,7 +53,7 @@ def base_tag(recipe: BaseRecipe, locks: dict[str, dict[str, str]]) -> str:
         "recipe": recipe.raw,
         "locks": {arch: sorted(f"{n} {v}" for n, v in locks[arch].items()) for arch in sorted(locks)},
     }
-    return hashlib.sha256(canonical_json(material)).hexdigest()[:TAG_HEX]
+    return hashlib.sha256(hashed_json(material)).hexdigest()[:TAG_HEX]
 
 
 def load_locks(recipe: BaseRecipe) -> dict[str, dict[str, str]]:

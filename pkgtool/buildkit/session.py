@@ -43,6 +43,7 @@ from pkgtool.buildkit.filesync import (
     receive_bytes,
 )
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import object_or_none
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,10 @@ def docker_credentials(host: str, *, config_dir: Path | None = None) -> tuple[st
     """
     directory = config_dir or Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     try:
-        config = json.loads((directory / "config.json").read_text())
-    except (OSError, ValueError):
+        config = object_or_none((directory / "config.json").read_bytes())
+    except OSError:
         return "", ""
-    if not isinstance(config, dict):
+    if config is None:
         return "", ""
     key = "https://index.docker.io/v1/" if host in ("registry-1.docker.io", "docker.io") else host
     helper = (config.get("credHelpers") or {}).get(key) or config.get("credsStore")

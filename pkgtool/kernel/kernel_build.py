@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pkgtool.jsonio import hashed_json
 from pkgtool.kernel.deb_layout import LAYOUT_VERSION, build_kernel_layout
 from pkgtool.kernel.fetch import fetch_deb
 from pkgtool.kernel.kernel_yml import KernelArch, KernelSpec
-from pkgtool.oci.descriptor import canonical_json
 
 TAG_HEX = 16
 Log = Callable[[str], None]
@@ -56,7 +56,7 @@ def kernel_tag(spec: KernelSpec) -> str:
     }
     if spec.modules_exclude:
         material["modules_exclude"] = list(spec.modules_exclude)
-    return f"{spec.version}-{hashlib.sha256(canonical_json(material)).hexdigest()[:TAG_HEX]}"
+    return f"{spec.version}-{hashlib.sha256(hashed_json(material)).hexdigest()[:TAG_HEX]}"
 
 
 @dataclass

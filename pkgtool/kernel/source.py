@@ -58,6 +58,7 @@ from typing import IO
 from pkgtool import rootfs_image
 from pkgtool.arches import ARCHES
 from pkgtool.errors import PkgtoolError, UsageError
+from pkgtool.jsonio import hashed_json
 from pkgtool.kernel.deb import open_data_tar
 from pkgtool.kernel.deb_layout import (
     LAYOUT_VERSION,
@@ -66,7 +67,6 @@ from pkgtool.kernel.deb_layout import (
     write_layout,
 )
 from pkgtool.kernel.kernel_yml import KernelSource, KernelSpec
-from pkgtool.oci.descriptor import canonical_json
 
 Log = Callable[[str], None]
 # Bump when the build recipe (make invocations, environment) changes: part of the tag.
@@ -285,7 +285,7 @@ def source_tag(spec: KernelSpec) -> str:
             for arch, files in source.configs.items()
         },
     }
-    return f"{source.version}-{hashlib.sha256(canonical_json(material)).hexdigest()[:TAG_HEX]}"
+    return f"{source.version}-{hashlib.sha256(hashed_json(material)).hexdigest()[:TAG_HEX]}"
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -545,7 +545,7 @@ def _push(images: list[rootfs_image.ArchImage], *, registry: str, repository: st
             if arch in ARCHES and arch not in descriptors:
                 descriptors[arch] = entry
     ordered = [descriptors[a] for a in ARCHES if a in descriptors]
-    index = canonical_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
+    index = hashed_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
                             "manifests": [d.to_json() for d in ordered]})
     client.put_manifest(repository, tag, index, mediatypes.OCI_INDEX)
     return Descriptor.for_bytes(mediatypes.OCI_INDEX, index).digest

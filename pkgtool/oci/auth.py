@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import load_object, object_or_none
 
 # Docker's config keys Docker Hub credentials by its v1 index URL; the registry itself
 # answers as any of these names.
@@ -155,11 +155,8 @@ def parse_token_response(data: bytes) -> tuple[str, int]:
     """(token, lifetime seconds) from a token endpoint's JSON answer."""
     if len(data) > MAX_TOKEN_RESPONSE_BYTES:
         raise PkgtoolError("token endpoint answer is too large")
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
+    doc = object_or_none(data)
+    if doc is None:
         raise PkgtoolError("token endpoint did not answer with a JSON object")
     token = doc.get("token") or doc.get("access_token")
     if not isinstance(token, str) or not token:
@@ -192,12 +189,9 @@ def lookup_credentials(registry: str, *, config_path: Path | None = None) -> Cre
         return None
     except OSError as exc:
         raise PkgtoolError(f"cannot read docker config {path}: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        # The message must not echo the file: it holds secrets.
-        raise PkgtoolError(f"docker config {path} is not valid JSON") from None
-    auths = doc.get("auths") if isinstance(doc, dict) else None
+    # The message must not echo the file: it holds secrets (load_object never does).
+    doc = load_object(raw, what=f"docker config {path}")
+    auths = doc.get("auths")
     if not isinstance(auths, dict):
         return None
     wanted = _config_names(registry)

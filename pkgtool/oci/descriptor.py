@@ -8,7 +8,6 @@ and the few fields we need are read through the helpers here.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,10 +105,3 @@ class Descriptor:
     def for_bytes(cls, media_type: str, data: bytes, **kwargs: Any) -> Descriptor:
         return cls(media_type=media_type, digest=sha256_digest(data), size=len(data), **kwargs)
 
-
-def canonical_json(obj: Any) -> bytes:
-    """The byte form pkgtool writes for manifests and configs: stable key order, compact.
-
-    Sorted keys and no whitespace make the same content always give the same digest.
-    """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -49,6 +49,7 @@ from typing import Any, BinaryIO
 
 from pkgtool.errors import CacheError, DigestMismatchError, PkgtoolError
 from pkgtool.fileio import TEMP_PREFIX, atomic_write, fsync_dir
+from pkgtool.jsonio import load_object
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, check_digest
 
@@ -467,13 +468,7 @@ class Layout:
 
     def _parse_manifest(self, descriptor: Descriptor) -> dict[str, Any]:
         data = self.read_blob(descriptor.digest, max_size=MAX_MANIFEST_BYTES)
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
-            raise CacheError(f"corrupt manifest {descriptor.digest} in {self.root}: not a JSON object")
-        return doc
+        return load_object(data, what=f"corrupt manifest {descriptor.digest} in {self.root}: it", error=CacheError)
 
     def _walk(self, roots: Iterable[Descriptor], visit: Callable[[Descriptor], bool]) -> None:
         """Depth-first over the content graph, each digest once (so a self-referencing

@@ -8,14 +8,14 @@ not (unknown extra fields, which the specs allow).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import hashed_json, load_object
 from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json, sha256_digest
+from pkgtool.oci.descriptor import Descriptor, Platform, sha256_digest
 
 # Docker's schema 1 is signed JSON nobody should produce any more; name it in the error.
 _SCHEMA1_TYPES = frozenset({
@@ -88,12 +88,7 @@ def parse_manifest(
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     if ctype == "text/html" or looks_like_html(data):
         raise ManifestError(f"{source}: got an HTML page, not a manifest (is this really a registry?)")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise ManifestError(f"{source}: manifest is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ManifestError(f"{source}: manifest is not a JSON object")
+    doc = load_object(data, what=f"{source}: manifest", error=ManifestError)
 
     declared = doc.get("mediaType")
     if declared is not None and not isinstance(declared, str):
@@ -191,7 +186,7 @@ def build_manifest(
         doc["subject"] = Descriptor(subject.media_type, subject.digest, subject.size).to_json()
     if annotations:
         doc["annotations"] = dict(sorted(annotations.items()))
-    return canonical_json(doc)
+    return hashed_json(doc)
 
 
 def build_index(
@@ -210,7 +205,7 @@ def build_index(
     }
     if annotations:
         doc["annotations"] = dict(sorted(annotations.items()))
-    return canonical_json(doc)
+    return hashed_json(doc)
 
 
 # --------------------------------------------------------------------------- platforms

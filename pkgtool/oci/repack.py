@@ -49,8 +49,9 @@ from typing import IO, Any, BinaryIO, cast
 
 from pkgtool.errors import PkgtoolError
 from pkgtool.fileio import TEMP_PREFIX
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json, check_digest, sha256_digest
+from pkgtool.oci.descriptor import Descriptor, Platform, check_digest, sha256_digest
 from pkgtool.oci.layer import (
     DEFAULT_LIMITS,
     Compression,
@@ -273,7 +274,7 @@ def _from_oci_layout(archive: _Archive, *, image: str | None, platform: Platform
     index = archive.read_json("index.json")
     descriptor = _choose_manifest(archive, index, image=image, platform=platform, depth=0)
     raw = archive.read_json(_blob_member(descriptor.digest), digest=descriptor.digest)
-    manifest = parse_manifest(canonical_json(raw), source="image archive manifest")
+    manifest = parse_manifest(hashed_json(raw), source="image archive manifest")
     if manifest.is_index or manifest.config is None:
         raise PkgtoolError("image archive: the chosen manifest is not an image manifest")
     config = archive.read_json(_blob_member(manifest.config.digest), digest=manifest.config.digest)
@@ -512,7 +513,7 @@ def repack_archive(
         kept=[layer is not None for layer in new_layers], source_date_epoch=source_date_epoch,
         labels=labels or {}, platform=platform,
     )
-    config_bytes = canonical_json(config)
+    config_bytes = hashed_json(config)
     config_descriptor = Descriptor(mediatypes.OCI_CONFIG, layout.write_blob(config_bytes), len(config_bytes))
     manifest_bytes = build_manifest(config_descriptor, [layer.descriptor for layer in kept],
                                     annotations=dict(annotations) if annotations else None)

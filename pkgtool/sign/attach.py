@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, canonical_json, check_digest, sha256_digest
+from pkgtool.oci.descriptor import Descriptor, check_digest, sha256_digest
 from pkgtool.sign import SignatureError
 from pkgtool.sign.bundle import BUNDLE_MEDIA_TYPE
 from pkgtool.sign.dsse import ENVELOPE_MEDIA_TYPE, Envelope, verify_bytes
@@ -100,7 +101,7 @@ def cosign_layers_manifest(layers: Sequence[Descriptor]) -> tuple[bytes, bytes]:
     appended (zero timestamps, one history entry per layer): nothing in it varies, so the
     same signatures always give the same manifest digest.
     """
-    config = canonical_json({
+    config = hashed_json({
         "architecture": "",
         "config": {},
         "created": "0001-01-01T00:00:00Z",
@@ -108,7 +109,7 @@ def cosign_layers_manifest(layers: Sequence[Descriptor]) -> tuple[bytes, bytes]:
         "os": "",
         "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
     })
-    manifest = canonical_json({
+    manifest = hashed_json({
         "schemaVersion": 2,
         "mediaType": mediatypes.OCI_MANIFEST,
         "config": Descriptor.for_bytes(mediatypes.OCI_CONFIG, config).to_json(),
@@ -162,7 +163,7 @@ def bundle_referrer(
     if created:
         annotations["org.opencontainers.image.created"] = created
     layer = Descriptor.for_bytes(BUNDLE_MEDIA_TYPE, bundle)
-    manifest = canonical_json({
+    manifest = hashed_json({
         "schemaVersion": 2,
         "mediaType": mediatypes.OCI_MANIFEST,
         "artifactType": BUNDLE_MEDIA_TYPE,

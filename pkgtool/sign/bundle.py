@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pkgtool.jsonio import load_object
 from pkgtool.sign import SignatureError
 from pkgtool.sign.dsse import Envelope, verify
 from pkgtool.sign.keys import PublicKey, public_key_hint
@@ -67,12 +68,7 @@ def parse_bundle(data: bytes) -> Bundle:
     """Parse a key-based v0.3 bundle with a DSSE envelope; anything else is refused."""
     if len(data) > MAX_PAYLOAD_BYTES * 2:
         raise SignatureError("Sigstore bundle is too large")
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SignatureError("Sigstore bundle is not valid JSON") from exc
-    if not isinstance(document, dict):
-        raise SignatureError("Sigstore bundle is not a JSON object")
+    document = load_object(data, what="Sigstore bundle", error=SignatureError)
     media_type = document.get("mediaType")
     if media_type not in _BUNDLE_MEDIA_TYPES:
         raise SignatureError(f"unsupported Sigstore bundle media type {media_type!r}")

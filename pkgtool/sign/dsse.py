@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pkgtool.jsonio import load_object
 from pkgtool.sign import SignatureError
 from pkgtool.sign.keys import PrivateKey, PublicKey, public_key_hint
 from pkgtool.sign.payloads import MAX_PAYLOAD_BYTES
@@ -67,11 +68,7 @@ class Envelope:
     def from_json(cls, data: bytes) -> Envelope:
         if len(data) > MAX_PAYLOAD_BYTES * 2:
             raise SignatureError("DSSE envelope is too large")
-        try:
-            document = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SignatureError("DSSE envelope is not valid JSON") from exc
-        return cls.from_dict(document)
+        return cls.from_dict(load_object(data, what="DSSE envelope", error=SignatureError))
 
     @classmethod
     def from_dict(cls, document: Any) -> Envelope:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pkgtool.jsonio import load_object
 from pkgtool.sign import SignatureError
 from pkgtool.sign.dsse import Envelope
 from pkgtool.sign.keys import PrivateKey, PublicKey
@@ -115,11 +116,8 @@ class LinkInfo:
 
 def parse_link(payload: bytes) -> LinkInfo:
     """The fields pkgtool checks of a link payload (after its signature was verified)."""
-    try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SignatureError("in-toto link payload is not JSON") from exc
-    if not isinstance(document, dict) or document.get("_type") != "link":
+    document = load_object(payload, what="in-toto link payload", error=SignatureError)
+    if document.get("_type") != "link":
         raise SignatureError("in-toto link payload is not a link (_type is not 'link')")
 
     def artifacts(field: str) -> dict[str, str]:

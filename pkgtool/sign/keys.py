@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pkgtool.errors import PkgtoolError, UsageError
+from pkgtool.jsonio import load_object
 from pkgtool.sign import KeyFileError
 
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -308,10 +309,7 @@ def _pem_block(data: bytes, *, source: str) -> tuple[str, bytes]:
 
 def _decrypt(body: bytes, password: bytes, *, source: str) -> bytes:
     corrupt = f"{source}: corrupted key file"
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"{corrupt} (body is not JSON)") from exc
+    document = load_object(body, what=f"{corrupt}: its body", error=KeyFileError)
     try:
         kdf = _mapping(document["kdf"])
         params = _mapping(kdf["params"])

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pkgtool.jsonio import load_object
 from pkgtool.oci.descriptor import check_digest
 from pkgtool.sign import SignatureError
 
@@ -193,12 +194,4 @@ def _check_reference(reference: str) -> None:
 
 
 def _load_json(data: bytes, *, what: str) -> dict[str, Any]:
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise SignatureError(f"{what} is larger than {MAX_PAYLOAD_BYTES} bytes")
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SignatureError(f"{what} is not valid JSON") from exc
-    if not isinstance(document, dict):
-        raise SignatureError(f"{what} is not a JSON object")
-    return document
+    return load_object(data, what=what, error=SignatureError, max_bytes=MAX_PAYLOAD_BYTES)

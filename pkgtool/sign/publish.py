@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import load_object
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.sign.attach import (
@@ -365,12 +366,7 @@ def _sbom(
     if manifest.is_index or manifest.config is None:
         raise PkgtoolError(f"{name}@{descriptor.digest}: not an image manifest, cannot make an SBOM")
     raw_config = client.get_blob_bytes(repository, manifest.config.digest, max_size=mediatypes.MAX_MANIFEST_BYTES)
-    try:
-        config = json.loads(raw_config)
-    except ValueError:
-        raise PkgtoolError(f"{name}@{descriptor.digest}: image config is not JSON") from None
-    if not isinstance(config, dict):
-        raise PkgtoolError(f"{name}@{descriptor.digest}: image config is not a JSON object")
+    config = load_object(raw_config, what=f"{name}@{descriptor.digest}: image config")
     if platform is None:
         platform = Platform(str(config.get("os") or "linux"), str(config.get("architecture") or "unknown"))
     return image_sbom(

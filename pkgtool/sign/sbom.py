@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from pkgtool import __version__
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.sign.dpkg import DebPackage, LicenseInfo, copyright_licenses, parse_status
 from pkgtool.sign.imagefiles import BlobSource, read_files
@@ -174,7 +174,7 @@ def spdx_document(
     }
     if extracted:
         document["hasExtractedLicensingInfos"] = [extracted[k] for k in sorted(extracted)]
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashed_json(document)
 
 
 def check_sbom(predicate: Mapping[str, Any], *, digest: str) -> int:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import object_or_none
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
 from pkgtool.sign import SignatureError
@@ -372,11 +373,8 @@ def _peek_predicate(bundle: bytes) -> str:
 
 
 def _peek_type(payload: bytes) -> str:
-    try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return ""
-    if not isinstance(document, dict):
+    document = object_or_none(payload)
+    if document is None:
         return ""
     if document.get("_type") == "link":
         return "link"

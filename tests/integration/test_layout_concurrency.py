@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from pkgtool.fileio import TEMP_PREFIX
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes as mt
-from pkgtool.oci.descriptor import Descriptor, canonical_json, sha256_digest
+from pkgtool.oci.descriptor import Descriptor, sha256_digest
 from pkgtool.oci.layout import Layout
 
 pytestmark = pytest.mark.integration
@@ -44,11 +45,11 @@ def image_blobs(writer: int | None, i: int) -> tuple[list[bytes], bytes, bytes]:
     """(layers, config, manifest) of image ``i``; ``writer=None`` is the shared variant."""
     own = f"own-{writer}-{i}" if writer is not None else f"own-shared-{i}"
     layers = [blob("base", 300_000), blob(f"shared-{i}", 20_000 + 997 * i), blob(own, 5_000 + 31 * i)]
-    config = canonical_json({
+    config = hashed_json({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer) for layer in layers]},
     })
-    manifest = canonical_json({
+    manifest = hashed_json({
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
         "config": Descriptor.for_bytes(mt.OCI_CONFIG, config).to_json(),
         "layers": [Descriptor.for_bytes(mt.OCI_LAYER_GZIP, layer).to_json() for layer in layers],
@@ -80,7 +81,7 @@ def writer_main(root: str, writer: int, start: Any, errors: Any) -> None:
             if i % 10 == 9:
                 layout.untag(f"127.0.0.1:5000/w{writer}/img:{i}")  # the gc process may reap it
             if previous is not None and i % 5 == 0:
-                index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                index = hashed_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
                                         "manifests": [previous.to_json(), own.to_json()]})
                 layout.write_blob(index)
                 layout.tag(f"contested:{i % CONTESTED_INDEXES}", Descriptor.for_bytes(mt.OCI_INDEX, index))

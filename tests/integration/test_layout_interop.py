@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes as mt
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json, sha256_digest
+from pkgtool.oci.descriptor import Descriptor, Platform, sha256_digest
 from pkgtool.oci.layout import Layout
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def build_image(layout: Layout, *, arch: str, message: str) -> tuple[Descriptor,
     gz = gzip.compress(tar, mtime=0)
     layer = Descriptor.for_bytes(mt.OCI_LAYER_GZIP, gz)
     layout.ingest([gz[:100], gz[100:]], expected_digest=layer.digest, expected_size=layer.size)
-    config = canonical_json({
+    config = hashed_json({
         "architecture": arch,
         "os": "linux",
         "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
@@ -66,7 +67,7 @@ def build_image(layout: Layout, *, arch: str, message: str) -> tuple[Descriptor,
         "history": [{"created_by": "pkgtool test", "created": "1970-01-01T00:00:00Z"}],
     })
     layout.write_blob(config)
-    manifest = canonical_json({
+    manifest = hashed_json({
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
         "config": Descriptor.for_bytes(mt.OCI_CONFIG, config).to_json(),
@@ -83,7 +84,7 @@ def populated(tmp_path: Path) -> tuple[Layout, dict[str, Descriptor]]:
     amd, _, _ = build_image(layout, arch="amd64", message="hello from amd64\n")
     arm, _, _ = build_image(layout, arch="arm64", message="hello from arm64\n")
     layout.tag(REF, amd)
-    index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+    index = hashed_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
                             "manifests": [amd.to_json(), arm.to_json()]})
     layout.write_blob(index)
     layout.tag(INDEX_REF, Descriptor.for_bytes(mt.OCI_INDEX, index))

@@ -20,8 +20,9 @@ from typing import ClassVar
 import pytest
 
 from pkgtool.errors import DigestMismatchError, PkgtoolError, RegistryError
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes as mt
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json, sha256_digest
+from pkgtool.oci.descriptor import Descriptor, Platform, sha256_digest
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.manifest import build_index, build_manifest
 from pkgtool.oci.reference import parse_reference
@@ -44,7 +45,7 @@ def make_image(layout: Layout, arch: str, *, layers: int = 2, size: int = 64 * 1
         data = os.urandom(size)
         layout.write_blob(data)
         layer_descs.append(Descriptor.for_bytes(mt.OCI_LAYER, data))
-    config = canonical_json({
+    config = hashed_json({
         "architecture": arch, "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [d.digest for d in layer_descs]},
     })
@@ -129,7 +130,7 @@ def test_chunked_upload_and_tag_pagination(client: RegistryClient, unique_repo: 
     with pytest.raises(RegistryError, match="over the 1000-byte limit"):
         client.get_blob_bytes(unique_repo, digest, max_size=1000)
 
-    config = canonical_json({"architecture": "amd64", "os": "linux"})
+    config = hashed_json({"architecture": "amd64", "os": "linux"})
     client.push_blob_bytes(unique_repo, config)
     manifest = build_manifest(Descriptor.for_bytes(mt.OCI_CONFIG, config), [Descriptor.for_bytes(mt.OCI_LAYER, data)])
     tags = [f"t{i}" for i in range(5)]

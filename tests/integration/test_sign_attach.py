@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, canonical_json
+from pkgtool.oci.descriptor import Descriptor
 from pkgtool.oci.registry import RegistryClient
 from pkgtool.sign import SignatureError, dsse, keys
 from pkgtool.sign.attach import (
@@ -44,10 +45,10 @@ SLSA = "https://slsa.dev/provenance/v1"
 def image(registry: str, unique_repo: str) -> Iterator[tuple[RegistryClient, str, Descriptor]]:
     """A small real image (config + manifest) pushed to a fresh repository."""
     client = RegistryClient(registry)
-    config = canonical_json({"architecture": "amd64", "os": "linux",
+    config = hashed_json({"architecture": "amd64", "os": "linux",
                              "rootfs": {"type": "layers", "diff_ids": []}})
     client.push_blob_bytes(unique_repo, config)
-    manifest = canonical_json({
+    manifest = hashed_json({
         "schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST,
         "config": Descriptor.for_bytes(mediatypes.OCI_CONFIG, config).to_json(), "layers": [],
     })
@@ -152,7 +153,7 @@ def test_foreign_content_at_the_signature_tag_is_not_overwritten(
     image: tuple[RegistryClient, str, Descriptor], registry: str
 ) -> None:
     client, repo, target = image
-    index = canonical_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []})
+    index = hashed_json({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []})
     client.put_manifest(repo, signature_tag(target.digest), index, mediatypes.OCI_INDEX)
     with pytest.raises(PkgtoolError, match="not a cosign signature manifest; refusing"):
         sign_image(client, repository=repo, docker_reference=f"{registry}/{repo}",

@@ -243,13 +243,13 @@ def test_tag_is_unchanged_for_files_without_per_arch_versions(tmp_path: Path) ->
     spec = load_kernel_spec(path)
     import hashlib
 
+    from pkgtool.jsonio import hashed_json
     from pkgtool.kernel.deb_layout import LAYOUT_VERSION
-    from pkgtool.oci.descriptor import canonical_json
 
     legacy = {"layout": LAYOUT_VERSION, "image": spec.image, "version": spec.version,
               "source_date_epoch": spec.source_date_epoch,
               "arches": {a.arch: {"package": a.package, "sha256": a.sha256, "vmlinux": a.vmlinux} for a in spec.arches}}
-    assert kernel_tag(spec) == f"{spec.version}-{hashlib.sha256(canonical_json(legacy)).hexdigest()[:16]}"
+    assert kernel_tag(spec) == f"{spec.version}-{hashlib.sha256(hashed_json(legacy)).hexdigest()[:16]}"
 
 
 def test_lock_edits_flow_mappings(tmp_path: Path) -> None:

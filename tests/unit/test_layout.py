@@ -14,8 +14,9 @@ import pytest
 from pkgtool.cli import main
 from pkgtool.commands.cache import human_size
 from pkgtool.errors import CacheError, DigestMismatchError
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes as mt
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json, sha256_digest
+from pkgtool.oci.descriptor import Descriptor, Platform, sha256_digest
 from pkgtool.oci.layout import REF_NAME_ANNOTATION, TEMP_PREFIX, Layout
 
 
@@ -35,9 +36,9 @@ def make_image(layout: Layout, tag: str | None, *, layers: list[bytes], arch: st
     layer_descs = [Descriptor.for_bytes(mt.OCI_LAYER_GZIP, data) for data in layers]
     for data in layers:
         layout.write_blob(data)
-    config = canonical_json({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [d.digest for d in layer_descs]}})
+    config = hashed_json({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [d.digest for d in layer_descs]}})
     layout.write_blob(config)
-    manifest = canonical_json({
+    manifest = hashed_json({
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
         "config": Descriptor.for_bytes(mt.OCI_CONFIG, config).to_json(),
@@ -333,7 +334,7 @@ def test_corrupt_index_is_a_cache_error_naming_the_file(layout: Layout, content:
 def make_index(layout: Layout, tag: str) -> tuple[Descriptor, list[Descriptor]]:
     amd = make_image(layout, None, layers=[b"common", b"amd"], arch="amd64")
     arm = make_image(layout, None, layers=[b"common", b"arm"], arch="arm64")
-    index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+    index = hashed_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
                             "manifests": [amd.to_json(), arm.to_json()]})
     layout.write_blob(index)
     desc = Descriptor.for_bytes(mt.OCI_INDEX, index)
@@ -376,7 +377,7 @@ def test_walk_visits_each_digest_once(layout: Layout) -> None:
     # Content addressing makes true cycles impossible (a blob cannot name its own digest),
     # but the same child listed twice must be walked and counted once.
     child = make_image(layout, None, layers=[b"x"])
-    index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+    index = hashed_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
                             "manifests": [child.to_json(), child.to_json()]})
     layout.write_blob(index)
     desc = Descriptor.for_bytes(mt.OCI_INDEX, index)

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes as mt
-from pkgtool.oci.descriptor import Descriptor, Platform, canonical_json, sha256_digest
+from pkgtool.oci.descriptor import Descriptor, Platform, sha256_digest
 from pkgtool.oci.manifest import (
     ManifestError,
     build_index,
@@ -31,7 +32,7 @@ def test_manifest_round_trip_is_canonical_and_exact() -> None:
     subject = Descriptor.for_bytes(mt.OCI_MANIFEST, b"subject", annotations={"dropped": "yes"})
     data = build_manifest(CONFIG, [LAYER], annotations={"b": "2", "a": "1"}, subject=subject,
                           artifact_type="application/vnd.example")
-    assert data == canonical_json(json.loads(data))
+    assert data == hashed_json(json.loads(data))
     parsed = parse_manifest(data)
     assert parsed.media_type == mt.OCI_MANIFEST and not parsed.is_index
     assert (parsed.config, parsed.layers) == (CONFIG, (LAYER,))
@@ -58,13 +59,13 @@ def test_index_round_trip_keeps_order_and_platforms() -> None:
 
 
 def test_docker_types_and_missing_media_type() -> None:
-    docker = canonical_json({"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
+    docker = hashed_json({"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
                              "config": CONFIG.to_json(), "layers": [LAYER.to_json()]})
     assert parse_manifest(docker).media_type == mt.DOCKER_MANIFEST
-    bare_index = canonical_json({"schemaVersion": 2, "manifests": [child("amd64").to_json()]})
+    bare_index = hashed_json({"schemaVersion": 2, "manifests": [child("amd64").to_json()]})
     assert parse_manifest(bare_index).media_type == mt.OCI_INDEX
     assert parse_manifest(bare_index, content_type=mt.DOCKER_MANIFEST_LIST + "; charset=utf-8").media_type == mt.DOCKER_MANIFEST_LIST
-    bare_manifest = canonical_json({"schemaVersion": 2, "config": CONFIG.to_json(), "layers": []})
+    bare_manifest = hashed_json({"schemaVersion": 2, "config": CONFIG.to_json(), "layers": []})
     assert parse_manifest(bare_manifest).media_type == mt.OCI_MANIFEST
 
 

@@ -15,11 +15,11 @@ from pkgtool.assemble.runtime_config import (
     build_container_config,
     bundle_layout,
     bundle_runtime,
-    canonical_json,
     group_lookup,
     passwd_lookup,
 )
 from pkgtool.errors import UsageError
+from pkgtool.jsonio import bundle_json
 from pkgtool.spec.image import ImageEntry, ImageSpec, parse_image_spec
 from pkgtool.yamlload import parse_yaml
 
@@ -250,8 +250,8 @@ def test_runtime_json_and_bundle_mounts() -> None:
     ]
 
 
-def test_canonical_json_is_stable() -> None:
+def test_bundle_json_is_stable() -> None:
     oci = _build("capabilities: [all]\nsysctl: {b: '1', a: '2'}")
-    text = canonical_json(oci)
-    assert text == canonical_json(json.loads(text))
+    text = bundle_json(oci)
+    assert text == bundle_json(json.loads(text))
     assert text.index(b'"a"') < text.index(b'"b"') and not text.endswith(b"\n")

@@ -149,7 +149,7 @@ def test_garbled_json_fields_are_rejected(sealed: bytes, mutate: object, reason:
 
 
 def test_non_json_body_and_garbage() -> None:
-    with pytest.raises(KeyFileError, match="body is not JSON"):
+    with pytest.raises(KeyFileError, match="body is not valid JSON"):
         keys.load_private_key(keys.pem_encode(keys.SIGSTORE_PRIVATE_LABEL, b"\x00junk"), b"", source="k")
     with pytest.raises(KeyFileError, match="not a PEM key file"):
         keys.load_private_key(os.urandom(100), b"", source="k")
