@@ -35,15 +35,18 @@ from typing import Any
 from pkgtool.assemble import imagetar
 from pkgtool.assemble.cpio import compressor, source_date_epoch, write_cpio
 from pkgtool.assemble.formats import Format, FormatInput, select
-from pkgtool.assemble.runtime_config import (
+from pkgtool.assemble.ids import (
     GroupLookup,
+    IdResolver,
     UserLookup,
     allocate_ids,
+    group_lookup,
+    passwd_lookup,
+)
+from pkgtool.assemble.runtime_config import (
     build_container_config,
     bundle_layout,
     bundle_runtime,
-    group_lookup,
-    passwd_lookup,
 )
 from pkgtool.assemble.tree import BytesContent, Inode, Kind, Tree, add_files, ensure_console
 from pkgtool.errors import CacheError, PkgtoolError, UsageError
@@ -355,15 +358,8 @@ class Assembler:
     # -- files
 
     def _resolve_id(self, value: Id) -> int:
-        if isinstance(value, int):
-            return value
-        if value in ("", "root"):
-            return 0
-        if value.isdigit():
-            return int(value)
-        if value in self.id_map:
-            return self.id_map[value]
-        raise UsageError(f"files: cannot resolve id {value!r} (not a number or a container name)")
+        # The files section belongs to no image: numbers, root and container names only.
+        return IdResolver(self.id_map, fail=lambda message: UsageError(f"files: {message}")).uid(value)
 
     def _metadata(self, kind: str) -> bytes:
         data = to_data(self.spec)

@@ -28,18 +28,17 @@ free, and sorted keys are an order anyone can reproduce without Go's struct defi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pkgtool.assemble.ids import GroupLookup, IdResolver, UserLookup
 from pkgtool.errors import UsageError
 from pkgtool.spec.image import (
     LABEL,
     Device,
-    Id,
     ImageConfig,
     ImageEntry,
-    ImageSpec,
     Mount,
     Runtime,
     Volume,
@@ -74,8 +73,6 @@ _RLIMITS = frozenset(
 # mount type -> default destination when a `mounts:` entry omits it
 _DEFAULT_MOUNTPOINT = {"proc": "/proc", "devpts": "/dev/pts", "sysfs": "/sys", "cgroup": "/sys/fs/cgroup", "mqueue": "/dev/mqueue"}
 
-UserLookup = Callable[[str], tuple[int, int] | None]  # name -> (uid, primary gid)
-GroupLookup = Callable[[str], int | None]  # name -> gid
 
 
 @dataclass(frozen=True)
@@ -118,35 +115,6 @@ def bundle_layout(section: str, index: int, name: str, *, readonly: bool) -> Bun
         raise ValueError(section)
     leaf = name if section == "services" else f"{index:03d}-{name}"
     return BundleLayout(f"containers/{section}/{leaf}", readonly)
-
-
-def allocate_ids(spec: ImageSpec) -> dict[str, int]:
-    """LinuxKit's per-container ids: 100, 101, … in onboot, onshutdown, services order."""
-    ids: dict[str, int] = {}
-    for n, entry in enumerate((*spec.onboot, *spec.onshutdown, *spec.services)):
-        ids[entry.name] = 100 + n
-    return ids
-
-
-def passwd_lookup(text: str) -> UserLookup:
-    """A user lookup over the text of an ``/etc/passwd``."""
-    users: dict[str, tuple[int, int]] = {}
-    for line in text.splitlines():
-        parts = line.split(":")
-        if len(parts) >= 4 and parts[2].isdigit() and parts[3].isdigit():
-            users.setdefault(parts[0], (int(parts[2]), int(parts[3])))
-    return users.get
-
-
-def group_lookup(text: str) -> GroupLookup:
-    """A group lookup over the text of an ``/etc/group``."""
-    groups: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split(":")
-        if len(parts) >= 3 and parts[2].isdigit():
-            groups.setdefault(parts[0], int(parts[2]))
-    return groups.get
-
 
 
 # --------------------------------------------------------------------------- helpers
@@ -297,44 +265,6 @@ def _namespaces(label: ImageConfig, yaml: ImageConfig) -> list[dict[str, str]]:
     return out
 
 
-class _Ids:
-    """Resolves uid/gid values: numbers, root, container names, then the image's own names."""
-
-    def __init__(self, id_map: Mapping[str, int], users: UserLookup | None, groups: GroupLookup | None, fail: _Errors) -> None:
-        self.id_map, self.users, self.groups, self.fail = id_map, users, groups, fail
-
-    def uid(self, value: Id) -> int:
-        return self._resolve(value, "user", lambda n: (u[0] if (u := self.users(n)) else None) if self.users else None)
-
-    def gid(self, value: Id) -> int:
-        return self._resolve(value, "group", self.groups)
-
-    def _resolve(self, value: Id, what: str, lookup: Callable[[str], int | None] | None) -> int:
-        if isinstance(value, int):
-            return value
-        if value in ("", "root"):
-            return 0
-        if value.isdigit():
-            return int(value)
-        if value in self.id_map:
-            return self.id_map[value]
-        found = lookup(value) if lookup else None
-        if found is None:
-            raise self.fail(f"cannot find {what} {value!r} (not a container name, not in the image's /etc/{'passwd' if what == 'user' else 'group'})")
-        return found
-
-    def image_user(self, user: str) -> tuple[int, int]:
-        """Docker's ``USER``: ``name|uid[:group|gid]``; a user name without a group brings its primary gid."""
-        name, _, group = user.partition(":")
-        if name.isdigit():
-            uid, primary = int(name), 0
-        else:
-            found = self.users(name) if self.users else None
-            if found is None and name not in ("", "root"):
-                raise self.fail(f"image USER {user!r}: user not found in the image's /etc/passwd")
-            uid, primary = found or (0, 0)
-        return uid, (self.gid(group) if group else primary)
-
 
 def _devices(devices: Sequence[Device], resources: dict[str, Any], fail: _Errors) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
@@ -440,7 +370,7 @@ def build_container_config(
     labels = image_config.get("Labels") or {}
     label_text = labels.get(LABEL, "") if isinstance(labels, dict) else ""
     label = parse_label(label_text, image=entry.image) if label_text else ImageConfig()
-    ids = _Ids(id_map or {}, lookup_user, lookup_group, fail)
+    ids = IdResolver(id_map or {}, users=lookup_user, groups=lookup_group, fail=fail)
 
     image_args = [*(image_config.get("Entrypoint") or ()), *(image_config.get("Cmd") or ())]
     args = _pick(image_args or None, label.command, yaml.command)

@@ -8,15 +8,13 @@ from typing import Any
 
 import pytest
 
+from pkgtool.assemble.ids import IdResolver, allocate_ids, group_lookup, passwd_lookup
 from pkgtool.assemble.runtime_config import (
     ALL_CAPABILITIES,
     UINT64_MAX,
-    allocate_ids,
     build_container_config,
     bundle_layout,
     bundle_runtime,
-    group_lookup,
-    passwd_lookup,
 )
 from pkgtool.errors import UsageError
 from pkgtool.jsonio import bundle_json
@@ -255,3 +253,10 @@ def test_bundle_json_is_stable() -> None:
     text = bundle_json(oci)
     assert text == bundle_json(json.loads(text))
     assert text.index(b'"a"') < text.index(b'"b"') and not text.endswith(b"\n")
+
+
+def test_id_resolver_without_an_image_takes_numbers_root_and_container_names_only() -> None:
+    ids = IdResolver({"sshd": 101}, fail=lambda message: UsageError(f"files: {message}"))
+    assert [ids.uid(7), ids.uid("7"), ids.uid("root"), ids.uid(""), ids.uid("sshd"), ids.gid("sshd")] == [7, 7, 0, 0, 101, 101]
+    with pytest.raises(UsageError, match=r"^files: cannot resolve user 'nobody' \(not a number or a container name\)$"):
+        ids.uid("nobody")
