@@ -34,7 +34,8 @@ from typing import Any
 
 from pkgtool.assemble import imagetar
 from pkgtool.assemble.cpio import compressor, source_date_epoch, write_cpio
-from pkgtool.assemble.formats import Format, FormatInput, select
+from pkgtool.assemble.formats.base import FormatInput
+from pkgtool.assemble.formats.registry import Format, select
 from pkgtool.assemble.ids import (
     GroupLookup,
     IdResolver,

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import imagekit
 
-from pkgtool.assemble.formats import FORMAT_NAMES
+from pkgtool.assemble.formats.registry import FORMAT_NAMES
 from pkgtool.assemble.image_build import build_image
 from pkgtool.oci.layout import Layout
 

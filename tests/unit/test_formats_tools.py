@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pkgtool.assemble.formats import FormatInput, select, squashfs, stable_u32, stable_uuid
+from pkgtool.assemble.formats import squashfs
+from pkgtool.assemble.formats.base import FormatInput
 from pkgtool.assemble.formats.disk import mbr
 from pkgtool.assemble.formats.fat import fat_size_kib
 from pkgtool.assemble.formats.grub import EARLY_CONFIG, grub_cfg
+from pkgtool.assemble.formats.registry import select
+from pkgtool.assemble.formats.stable_ids import stable_u32, stable_uuid
 from pkgtool.assemble.tree import Tree
 from pkgtool.errors import PkgtoolError, UsageError
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from pkgtool.assemble.formats import FormatInput, run, stable_u32, stable_uuid
+from pkgtool.assemble.formats.base import FormatInput
 from pkgtool.assemble.formats.fat import TOOLS as FAT_TOOLS
 from pkgtool.assemble.formats.fat import make_fat
 from pkgtool.assemble.formats.grub import (
@@ -34,6 +34,8 @@ from pkgtool.assemble.formats.grub import (
     grub_cfg,
     mkimage,
 )
+from pkgtool.assemble.formats.hosttools import run
+from pkgtool.assemble.formats.stable_ids import stable_u32, stable_uuid
 from pkgtool.errors import PkgtoolError
 
 SECTOR = 512

@@ -13,7 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pkgtool.assemble.formats import FAT_EPOCH, require_tool, run
+from pkgtool.assemble.formats.base import FAT_EPOCH
+from pkgtool.assemble.formats.hosttools import require_tool, run
 
 TOOLS = (("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("mmd", "mtools"))
 _SECTOR = 512

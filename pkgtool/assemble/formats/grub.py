@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pkgtool.assemble.formats import FormatInput, require_tool, run
+from pkgtool.assemble.formats.base import FormatInput
+from pkgtool.assemble.formats.hosttools import require_tool, run
 from pkgtool.errors import PkgtoolError
 
 GRUB_LIB = Path("/usr/lib/grub")

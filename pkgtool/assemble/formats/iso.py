@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pkgtool.assemble.formats import FormatInput, run, stable_u32
+from pkgtool.assemble.formats.base import FormatInput
 from pkgtool.assemble.formats.fat import TOOLS as FAT_TOOLS
 from pkgtool.assemble.formats.fat import make_fat
 from pkgtool.assemble.formats.grub import (
@@ -27,7 +27,9 @@ from pkgtool.assemble.formats.grub import (
     grub_cfg,
     mkimage,
 )
+from pkgtool.assemble.formats.hosttools import run
 from pkgtool.assemble.formats.kernel_initrd import place
+from pkgtool.assemble.formats.stable_ids import stable_u32
 
 XORRISO = ("xorriso", "xorriso")
 BIOS_TOOLS = (XORRISO, MKIMAGE)

@@ -14,7 +14,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from pkgtool.assemble.formats import FormatInput
+from pkgtool.assemble.formats.base import FormatInput
 
 
 def place(source: Path, dest: Path) -> Path:

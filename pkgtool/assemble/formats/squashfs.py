@@ -18,7 +18,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from pkgtool.assemble.formats import FormatInput
+from pkgtool.assemble.formats.base import FormatInput
 from pkgtool.assemble.formats.kernel_initrd import place
 from pkgtool.assemble.tarwriter import write_tar
 from pkgtool.errors import PkgtoolError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pkgtool.assemble.formats import FormatInput
+from pkgtool.assemble.formats.base import FormatInput
 from pkgtool.assemble.tarwriter import write_tar
 
 
