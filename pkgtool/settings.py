@@ -22,6 +22,24 @@ def cache_dir(flag: str | None = None) -> Path:
     return Path(xdg) / "pkgtool"
 
 
+def work_cache_dir() -> Path:
+    """Where downloads and bootstrap outputs that are not OCI content live.
+
+    The cache directory (:func:`cache_dir`) *is* an OCI image layout and refuses foreign
+    files at its root, so verified ``.deb`` downloads, mmdebstrap tarballs and staged build
+    contexts live beside it: ``$PKGTOOL_WORK_CACHE``, else ``/var/cache/pkgtool`` when
+    running as root (the bootstraps need root anyway), else ``$XDG_CACHE_HOME/pkgtool-work``.
+    Everything stored there is named by a content hash and re-verified on use, so a stale
+    or tampered entry is re-created, never trusted.
+    """
+    if env := os.environ.get("PKGTOOL_WORK_CACHE"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/pkgtool")
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "pkgtool-work"
+
+
 def registry(flag: str | None = None) -> str:
     return flag or os.environ.get("PKGTOOL_REGISTRY") or DEFAULT_REGISTRY
 

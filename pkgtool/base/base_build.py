@@ -32,8 +32,8 @@ from pathlib import Path
 from pkgtool.base import bootstrap as bs
 from pkgtool.base.lockfile import LockMismatchError, check_lock, format_lock, load_lock
 from pkgtool.base.recipe import BaseRecipe
-from pkgtool.base.workcache import work_cache_dir
 from pkgtool.jsonio import hashed_json
+from pkgtool.settings import work_cache_dir
 
 # Bump when how the image is made from the tar changes: it is part of the tag.
 BASE_FORMAT_VERSION = "2"

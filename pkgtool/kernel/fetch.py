@@ -20,9 +20,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pkgtool.base.workcache import work_cache_dir
 from pkgtool.errors import DigestMismatchError, PkgtoolError
 from pkgtool.kernel.apt import AptCache
+from pkgtool.settings import work_cache_dir
 
 # linux-image debs are 30-70 MB; anything far larger is not the package we pinned.
 MAX_DEB_BYTES = 512 * 1024 * 1024

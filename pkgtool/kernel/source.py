@@ -448,9 +448,9 @@ def build_kernel_from_source(spec: KernelSpec, *, registry: str, arches: Sequenc
     ``out_dir``: also keep each arch's layout files in ``out_dir/<arch>/`` (for inspection
     or boot tests).  ``push=False`` builds without touching the registry.
     """
-    from pkgtool.base.workcache import work_cache_dir
     from pkgtool.kernel.fetch import fetch_deb
     from pkgtool.kernel.kernel_build import lock_hint
+    from pkgtool.settings import work_cache_dir
 
     source = require_source(spec)
     for arch in arches:

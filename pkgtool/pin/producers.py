@@ -72,10 +72,10 @@ def load_producers(root: Path, *, on_skip: Callable[[Path, str], None] | None = 
     """Every producer below ``root``, tags computed from the files as they are now."""
     from pkgtool.base.base_build import base_tag, load_locks
     from pkgtool.base.recipe import load_recipe
-    from pkgtool.base.workcache import work_cache_dir
     from pkgtool.kernel.kernel_build import kernel_tag
     from pkgtool.kernel.kernel_yml import load_kernel_spec
     from pkgtool.kernel.source import source_tag
+    from pkgtool.settings import work_cache_dir
     from pkgtool.spec.graph import load_graph
 
     out: dict[str, list[Producer]] = {}

@@ -60,9 +60,9 @@ def package_dirs(paths: Sequence[str], *, all_under: str | None) -> list[Path]:
 
 def make_plan(dirs: Sequence[Path], options: BuildOptions, *, cache_dir: Path) -> Plan:
     """Load the graph, refuse what cannot be built, and ask the registry what is missing."""
-    from pkgtool.base.workcache import work_cache_dir
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
+    from pkgtool.settings import work_cache_dir
 
     graph = load_graph(list(dirs), build_args=options.build_args, stat_cache_dir=work_cache_dir() / "contenthash")
     check_pushable(graph, options)

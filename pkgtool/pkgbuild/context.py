@@ -31,7 +31,7 @@ _STAGING = "contexts"
 
 
 def staging_dir(spec: PackageSpec) -> Path:
-    from pkgtool.base.workcache import work_cache_dir
+    from pkgtool.settings import work_cache_dir
 
     key = hashlib.sha256(os.fsencode(str(spec.dir.resolve()))).hexdigest()[:32]
     return work_cache_dir() / _STAGING / key
