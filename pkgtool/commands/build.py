@@ -129,7 +129,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from pkgtool import settings
     from pkgtool.oci.registry import RegistryClient
     from pkgtool.pkgbuild.push import rebuild_index
-    from pkgtool.spec.graph import load_graph
+    from pkgtool.pkggraph import load_graph
 
     registry = settings.registry(args.registry)
     graph = load_graph([Path(p) for p in args.packages])

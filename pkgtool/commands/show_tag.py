@@ -30,8 +30,8 @@ def cmd_show_tag(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pkgtool import settings
+    from pkgtool.pkggraph import load_graph
     from pkgtool.settings import work_cache_dir
-    from pkgtool.spec.graph import load_graph
     from pkgtool.spec.package import parse_build_arg_flags
 
     dirs = [Path(p) for p in args.packages]

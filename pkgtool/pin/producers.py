@@ -75,8 +75,8 @@ def load_producers(root: Path, *, on_skip: Callable[[Path, str], None] | None = 
     from pkgtool.kernel.kernel_build import kernel_tag
     from pkgtool.kernel.kernel_yml import load_kernel_spec
     from pkgtool.kernel.source import source_tag
+    from pkgtool.pkggraph import load_graph
     from pkgtool.settings import work_cache_dir
-    from pkgtool.spec.graph import load_graph
 
     out: dict[str, list[Producer]] = {}
 

@@ -2,7 +2,7 @@
 
 The flow, one module per step:
 
-* :mod:`~pkgtool.pkgbuild.plan` loads the package graph (:mod:`pkgtool.spec.graph`: specs,
+* :mod:`~pkgtool.pkgbuild.plan` loads the package graph (:mod:`pkgtool.pkggraph`: specs,
   dependencies, content-hash tags) and asks the registry, and only the registry, what is
   missing.  A package whose index already lists every wanted arch is up to date; this path
   never connects to BuildKit and never imports grpc, so a no-op build is fast.

@@ -17,8 +17,8 @@ from pkgtool.pkgbuild.plan import (
     plan_local,
     plan_registry,
 )
+from pkgtool.pkggraph import PackageGraph, load_graph
 from pkgtool.progress import Progress
-from pkgtool.spec.graph import PackageGraph, load_graph
 from pkgtool.spec.package import find_packages
 
 if TYPE_CHECKING:

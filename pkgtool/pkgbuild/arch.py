@@ -27,7 +27,7 @@ from pkgtool.oci.descriptor import Platform
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.repack import RepackedImage, repack_archive
 from pkgtool.pkgbuild import PACKAGE_EPOCH
-from pkgtool.spec.graph import Package
+from pkgtool.pkggraph import Package
 
 _DOCKER_TIMEOUT = 600
 

@@ -18,7 +18,7 @@ from pkgtool.arches import ARCHES
 from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
-from pkgtool.spec.graph import Package, PackageGraph, repository_name
+from pkgtool.pkggraph import Package, PackageGraph, repository_name
 from pkgtool.spec.package import (
     dockerfile_from_refs,
     merge_build_args,

@@ -25,8 +25,8 @@ from pkgtool.oci.descriptor import Descriptor
 from pkgtool.oci.reference import parse_reference
 from pkgtool.pkgbuild import REGISTRY_ARG
 from pkgtool.pkgbuild.plan import BuildOptions, Target, display, local_name
+from pkgtool.pkggraph import Package, PackageGraph
 from pkgtool.progress import Progress
-from pkgtool.spec.graph import Package, PackageGraph
 from pkgtool.spec.package import dockerfile_from_refs, merge_build_args
 
 if TYPE_CHECKING:

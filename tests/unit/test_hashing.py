@@ -12,7 +12,7 @@ import pytest
 
 from pkgtool import gitstate, hashing
 from pkgtool.errors import PkgtoolError
-from pkgtool.spec.graph import load_graph
+from pkgtool.pkggraph import load_graph
 from pkgtool.spec.package import load_package
 
 

@@ -1,4 +1,4 @@
-"""pkgtool.spec.package and pkgtool.spec.graph: build.yml validation, Dockerfile refs, the
+"""pkgtool.spec.package and pkgtool.pkggraph: build.yml validation, Dockerfile refs, the
 dependency graph, and `pkgtool show-tag` end to end."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from pkgtool.cli import main
 from pkgtool.errors import UsageError
-from pkgtool.spec.graph import load_graph, repository_name
+from pkgtool.pkggraph import load_graph, repository_name
 from pkgtool.spec.package import (
     DEFAULT_ARCHES,
     dockerfile_from_refs,
