@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pkgtool.oci.layout import Layout
 
-# Mirrors pkgtool.oci.layout.DEFAULT_GC_GRACE_SECONDS without importing it at startup.
+# Mirrors pkgtool.oci.layout_gc.DEFAULT_GC_GRACE_SECONDS without importing it at startup.
 _DEFAULT_GRACE = 600.0
 
 
@@ -68,13 +68,14 @@ def _open(args: argparse.Namespace, *, must_exist: bool) -> Layout | None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from pkgtool.errors import CacheError
+    from pkgtool.oci import layout_gc
 
     layout = _open(args, must_exist=True)
     assert layout is not None
     rows: list[tuple[str, str, str, str]] = []
     for name, descriptor in layout.list_refs():
         try:
-            size = human_size(layout.size_of(descriptor))
+            size = human_size(layout_gc.size_of(layout, descriptor))
         except CacheError:
             size = "corrupt"
         kind = _MEDIA_NAMES.get(descriptor.media_type, descriptor.media_type)
@@ -94,6 +95,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     from pkgtool.errors import CacheError
+    from pkgtool.oci import layout_gc
 
     layout = _open(args, must_exist=True)
     assert layout is not None
@@ -105,12 +107,14 @@ def cmd_rm(args: argparse.Namespace) -> int:
     for ref in args.refs:
         if layout.untag(ref):
             print(f"untagged {ref}")
-    removed, freed = layout.gc(grace_seconds=args.grace)
+    removed, freed = layout_gc.gc(layout, grace_seconds=args.grace)
     print(f"freed {human_size(freed)} ({removed} blob{'' if removed == 1 else 's'})")
     return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    from pkgtool.oci import layout_gc
+
     layout = _open(args, must_exist=False)
     if layout is None:
         from pkgtool import settings
@@ -118,9 +122,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print(f"no cache at {settings.cache_dir(args.cache_dir)}: nothing to clean")
         return 0
     if args.unreferenced:
-        removed, freed = layout.gc(grace_seconds=args.grace)
+        removed, freed = layout_gc.gc(layout, grace_seconds=args.grace)
     else:
-        removed, freed = layout.clear()
+        removed, freed = layout_gc.clear(layout)
     print(f"freed {human_size(freed)} ({removed} blob{'' if removed == 1 else 's'})")
     return 0
 

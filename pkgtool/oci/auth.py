@@ -1,10 +1,11 @@
-"""Registry authentication, minus the HTTP: challenge parsing, credentials, token answers.
+"""Registry authentication: challenges, credentials, and the token flow.
 
 The flow (distribution "token authentication"): a request answered ``401`` carries a
 ``WWW-Authenticate`` challenge.  ``Basic`` means: send the user's credentials.  ``Bearer``
 means: GET ``realm?service=…&scope=…`` (with the credentials, if any, as Basic auth) and
-send the returned token.  registry.py performs the requests; this module only parses and
-decides, so all of it is testable without a network.
+send the returned token.  :class:`Authenticator` runs that flow for one registry over the
+client's :class:`~pkgtool.oci.http.Transport` and keeps the tokens per scope set; the
+parsing and deciding below it are pure functions, testable without a network.
 
 Credentials never appear in a repr, an error message or a log line.
 """
@@ -14,12 +15,18 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
-from pkgtool.errors import PkgtoolError
+from pkgtool.errors import PkgtoolError, RegistryError
 from pkgtool.jsonio import load_object, object_or_none
+
+if TYPE_CHECKING:
+    from pkgtool.oci.http import Transport
 
 # Docker's config keys Docker Hub credentials by its v1 index URL; the registry itself
 # answers as any of these names.
@@ -227,3 +234,95 @@ def _entry_credentials(entry: dict[str, Any], *, path: Path, key: str) -> Creden
     if isinstance(user, str) and isinstance(secret, str) and user:
         return Credentials(user, secret)
     return None
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+class Authenticator:
+    """Authorization headers for one registry; safe to use from several threads.
+
+    Basic credentials apply to every request once a registry asked for them; Bearer tokens
+    are kept per set of scopes until shortly before they expire.
+    """
+
+    def __init__(self, registry: str, transport: Transport, *, credentials: Credentials | None,
+                 docker_config: Path | None) -> None:
+        self.registry = registry
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
+        self._basic: str | None = None
+        self._credentials = credentials
+        self._credentials_loaded = credentials is not None
+        self._docker_config = docker_config
+
+    def header(self, scopes: tuple[str, ...]) -> str | None:
+        """The header to send with a request needing ``scopes``, if one is known."""
+        with self._lock:
+            token = self._tokens.get(tuple(sorted(scopes)))
+            if token is not None and token[1] > time.monotonic():
+                return token[0]
+            return self._basic
+
+    def _load_credentials(self) -> Credentials | None:
+        with self._lock:
+            if not self._credentials_loaded:
+                self._credentials = lookup_credentials(self.registry, config_path=self._docker_config)
+                self._credentials_loaded = True
+            return self._credentials
+
+    def authenticate(self, challenge_text: str, scopes: tuple[str, ...], operation: str) -> str:
+        """Answer a 401's ``WWW-Authenticate`` challenge; returns the header to retry with."""
+        challenge = pick_challenge(parse_www_authenticate(challenge_text))
+        credentials = self._load_credentials()
+        if challenge is None:
+            raise RegistryError(
+                f"registry {self.registry}: {operation}: unauthorized, and no usable authentication challenge"
+            )
+        if challenge.is_basic:
+            if credentials is None:
+                raise RegistryError(
+                    f"registry {self.registry}: {operation}: needs credentials "
+                    "(none for it in the docker config; run docker login)"
+                )
+            header = credentials.basic_header()
+            with self._lock:
+                self._basic = header
+            return header
+        try:
+            realm, query = token_params(challenge, list(scopes))
+        except PkgtoolError as exc:
+            raise RegistryError(f"registry {self.registry}: {operation}: {exc}") from None
+        token, lifetime = self._fetch_token(realm, query, operation, credentials)
+        header = f"Bearer {token}"
+        with self._lock:
+            # Expire a little early: a token that dies mid-request costs a retry.
+            self._tokens[tuple(sorted(scopes))] = (header, time.monotonic() + max(1.0, lifetime - 10))
+        return header
+
+    def _fetch_token(self, realm: str, query: list[tuple[str, str]], operation: str,
+                     credentials: Credentials | None) -> tuple[str, int]:
+        token_operation = f"token for {operation}"
+        # The token endpoint takes repeated ``scope`` parameters: encode them ourselves.
+        url = realm + (("&" if "?" in realm else "?") + urlencode(query) if query else "")
+        pair = (credentials.username, credentials.password) if credentials else None
+        transport = self._transport
+
+        def attempt(_n: int) -> bytes:
+            response = transport.send("GET", url, registry=self.registry, operation=token_operation, auth_pair=pair)
+            with response:
+                if response.status_code in (401, 403):
+                    raise RegistryError(
+                        f"registry {self.registry}: {operation}: the token service at "
+                        f"{urlsplit(realm).netloc} refused {'the credentials' if credentials else 'anonymous access'}"
+                    )
+                transport.expect(response, (200,), registry=self.registry, operation=token_operation)
+                return transport.read_bounded(response, MAX_TOKEN_RESPONSE_BYTES, registry=self.registry,
+                                              operation=token_operation, what="token")
+
+        data = transport.retrying(self.registry, token_operation, attempt)
+        try:
+            return parse_token_response(data)
+        except PkgtoolError as exc:
+            raise RegistryError(f"registry {self.registry}: {operation}: {exc}") from None

@@ -28,6 +28,11 @@ def check_digest(digest: str) -> str:
     return digest
 
 
+def is_digest(value: str) -> bool:
+    """Whether ``value`` is a well-formed sha256 digest (for fields a server may leave out)."""
+    return _DIGEST_RE.match(value) is not None
+
+
 @dataclass(frozen=True, order=True)
 class Platform:
     os: str

@@ -42,35 +42,30 @@ import json
 import os
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pkgtool.errors import CacheError, DigestMismatchError, PkgtoolError
 from pkgtool.fileio import TEMP_PREFIX, atomic_write, fsync_dir
-from pkgtool.jsonio import load_object
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, check_digest
+from pkgtool.oci.manifest import Manifest, parse_manifest
+from pkgtool.oci.reference import Reference
+from pkgtool.oci.referrers import fallback_tag
+from pkgtool.oci.source import NotFoundError, manifest_media_type
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 LAYOUT_VERSION = "1.0.0"
 LOCK_NAME = "index.json.lock"
 # Every temp file pkgtool creates inside the layout starts with this, so gc and the
 # "is this directory ours?" check can recognise them.
-# Blobs younger than this are never collected: another process may have just ingested
-# them and not tagged them yet.  A pull of a big image takes well under this.
-DEFAULT_GC_GRACE_SECONDS = 600.0
-# Temp files this old belong to a process that died mid-write.
-STALE_TEMP_SECONDS = 24 * 3600.0
 MAX_REF_NAME = 1024
 # Manifests and indexes are parsed while walking; a huge "manifest" is not one.
 MAX_MANIFEST_BYTES = mediatypes.MAX_MANIFEST_BYTES
 
-_HEX_RE = re.compile(r"^[a-f0-9]{64}$")
+HEX_RE = re.compile(r"^[a-f0-9]{64}$")
 _CHUNK = 1024 * 1024
-# Layers a registry may legitimately never serve (Windows base layers); missing is fine.
-_OPTIONAL_MEDIA_MARKERS = ("foreign", "nondistributable")
 
 
 class Layout:
@@ -103,7 +98,7 @@ class Layout:
             self._check_layout_version()
             self.blobs_dir.mkdir(parents=True, exist_ok=True)
             if not self.index_path.exists():
-                with self._locked():
+                with self.locked():
                     if not self.index_path.exists():
                         self._write_index(_empty_index())
         except OSError as exc:
@@ -177,7 +172,7 @@ class Layout:
         """
         try:
             with open(path, "rb") as src:
-                return self._store(_read_chunks(src), expected_digest=expected_digest,
+                return self._store(read_chunks(src), expected_digest=expected_digest,
                                    expected_size=None)
         except FileNotFoundError:
             raise CacheError(f"cannot ingest {path}: no such file") from None
@@ -240,7 +235,7 @@ class Layout:
         unlink, so it can never delete a blob between our check and our touch.
         """
         path = self.blob_path(digest)
-        with self._locked(shared=True):
+        with self.locked(shared=True):
             try:
                 os.utime(path)
             except FileNotFoundError:
@@ -256,7 +251,7 @@ class Layout:
         fresh file over an old one that gc has already decided to unlink would lose it.
         Writers only share the lock, so they never wait for each other here.
         """
-        with self._locked(shared=True):
+        with self.locked(shared=True):
             target = self.blob_path(digest)
             try:
                 os.utime(target)
@@ -309,7 +304,7 @@ class Layout:
         except FileNotFoundError:
             return
         for entry in entries:
-            if not _HEX_RE.match(entry.name):
+            if not HEX_RE.match(entry.name):
                 continue
             try:
                 yield "sha256:" + entry.name, entry.stat().st_size
@@ -348,13 +343,13 @@ class Layout:
 
     def _update_index(self, change: Callable[[dict[str, Any]], None]) -> None:
         """Read-modify-write ``index.json`` under the exclusive lock."""
-        with self._locked():
+        with self.locked():
             index = self.read_index()
             change(index)
             self._write_index(index)
 
     @contextlib.contextmanager
-    def _locked(self, *, shared: bool = False) -> Iterator[None]:
+    def locked(self, *, shared: bool = False) -> Iterator[None]:
         """flock on ``index.json.lock``: exclusive for index changes and gc, shared for
         publishing blobs.  One fd per use: flock belongs to the open file description,
         so threads and processes exclude each other alike (and uses must not nest)."""
@@ -392,12 +387,6 @@ class Layout:
             index["manifests"].sort(key=lambda e: _entry_name(e) or "")
 
         self._update_index(change)
-
-    def resolve(self, name: str) -> Descriptor | None:
-        for ref, descriptor in self.list_refs():
-            if ref == name:
-                return descriptor
-        return None
 
     def untag(self, name: str) -> bool:
         """Remove ref ``name``; False if it was not there.  Blobs stay until :meth:`gc`."""
@@ -440,193 +429,57 @@ class Layout:
             artifact_type=descriptor.artifact_type,
         )
 
-    def _root_descriptors(self) -> list[Descriptor]:
-        """Every entry of index.json, named or not: all of them keep their blobs alive."""
-        return [self._entry_descriptor(e) for e in self.read_index()["manifests"]]
+    # ------------------------------------------------------------------ ImageSource
 
-    # ------------------------------------------------------------------ graph walks
+    def resolve(self, ref: Reference | str) -> Descriptor | None:
+        """A ref name (``str``, or a tagged :class:`Reference`, by its full name) in
+        index.json; a :class:`Reference` with a digest names that blob, if present."""
+        if isinstance(ref, Reference) and ref.digest:
+            if not self.has_blob(ref.digest):
+                return None
+            data = self.read_blob(ref.digest, max_size=MAX_MANIFEST_BYTES)
+            return Descriptor(manifest_media_type(data), ref.digest, len(data))
+        name = str(ref)
+        for found, descriptor in self.list_refs():
+            if found == name:
+                return descriptor
+        return None
 
-    def children(self, descriptor: Descriptor) -> list[Descriptor]:
-        """Descriptors a manifest or index blob refers to (config, layers, manifests).
-
-        ``subject`` is deliberately not followed: a signature does not own its image.
-        """
-        if descriptor.media_type not in mediatypes.ALL_MANIFEST_TYPES:
-            return []
-        doc = self._parse_manifest(descriptor)
-        raw: list[Any] = []
-        if descriptor.media_type in mediatypes.INDEX_TYPES:
-            raw = list(doc.get("manifests") or [])
-        else:
-            if "config" in doc:
-                raw.append(doc["config"])
-            raw.extend(doc.get("layers") or [])
-        try:
-            return [Descriptor.from_json(item) for item in raw]
-        except PkgtoolError as exc:
-            raise CacheError(f"corrupt manifest {descriptor.digest} in {self.root}: {exc}") from None
-
-    def _parse_manifest(self, descriptor: Descriptor) -> dict[str, Any]:
+    def manifest(self, ref: Reference) -> Manifest:
+        descriptor = self.resolve(ref)
+        if descriptor is None:
+            raise NotFoundError(f"{ref}: not in the cache at {self.root}")
         data = self.read_blob(descriptor.digest, max_size=MAX_MANIFEST_BYTES)
-        return load_object(data, what=f"corrupt manifest {descriptor.digest} in {self.root}: it", error=CacheError)
+        return parse_manifest(data, content_type=descriptor.media_type, digest=descriptor.digest, source=str(ref))
 
-    def _walk(self, roots: Iterable[Descriptor], visit: Callable[[Descriptor], bool]) -> None:
-        """Depth-first over the content graph, each digest once (so a self-referencing
-        index terminates).  ``visit`` returns False to stop descending below a node."""
-        seen: set[str] = set()
-        stack = list(roots)
-        while stack:
-            descriptor = stack.pop()
-            if descriptor.digest in seen:
-                continue
-            seen.add(descriptor.digest)
-            if visit(descriptor):
-                stack.extend(self.children(descriptor))
+    def blob(self, ref: Reference, descriptor: Descriptor) -> BinaryIO:
+        """The blob as a stream verified at its end (the repository does not matter here:
+        the cache shares content between all of them)."""
+        return self.open_blob(descriptor.digest)
 
-    def reachable(self, roots: Iterable[Descriptor] | None = None) -> set[str]:
-        """Digests reachable from ``roots`` (default: everything in index.json)."""
-        found: set[str] = set()
-
-        def visit(descriptor: Descriptor) -> bool:
-            found.add(descriptor.digest)
-            return self.has_blob(descriptor.digest)
-
-        self._walk(self._root_descriptors() if roots is None else roots, visit)
-        return found
-
-    def size_of(self, descriptor: Descriptor) -> int:
-        """Bytes on disk of every blob reachable from ``descriptor``, each counted once."""
-        total = 0
-
-        def visit(d: Descriptor) -> bool:
-            nonlocal total
-            try:
-                total += self.blob_path(d.digest).stat().st_size
-            except FileNotFoundError:
-                return False
-            return True
-
-        self._walk([descriptor], visit)
-        return total
-
-    def verify(self) -> list[str]:
-        """Every problem in the cache, one line each; empty means healthy.
-
-        Checks every blob's content against its name, then walks from index.json and
-        reports referenced blobs that are missing, unparsable or of the wrong size.
-        """
-        problems: list[str] = []
-        corrupt: set[str] = set()
-        for digest, _size in self.iter_blobs():
-            try:
-                self._hash_file(digest)
-            except CacheError as exc:
-                corrupt.add(digest)
-                problems.append(str(exc))
-        try:
-            roots = self._root_descriptors()
-        except CacheError as exc:
-            return [*problems, str(exc)]
-
-        def visit(descriptor: Descriptor) -> bool:
-            path = self.blob_path(descriptor.digest)
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                if not any(m in descriptor.media_type for m in _OPTIONAL_MEDIA_MARKERS):
-                    problems.append(f"missing blob {descriptor.digest} ({descriptor.media_type})")
-                return False
-            if descriptor.digest in corrupt:
-                return False
-            if size != descriptor.size:
-                problems.append(
-                    f"blob {descriptor.digest}: {size} bytes on disk, descriptor says {descriptor.size}"
-                )
-            try:
-                self.children(descriptor)
-            except CacheError as exc:
-                problems.append(str(exc))
-                return False
-            return True
-
-        self._walk(roots, visit)
-        return problems
-
-    def _hash_file(self, digest: str) -> None:
-        path = self.blob_path(digest)
-        hasher = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in _read_chunks(f):
-                hasher.update(chunk)
-        actual = "sha256:" + hasher.hexdigest()
-        if actual != digest:
-            raise CacheError(f"corrupt blob {path}: content hashes to {actual}")
-
-    # ------------------------------------------------------------------ cleanup
-
-    def gc(self, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> tuple[int, int]:
-        """Delete blobs unreachable from index.json; returns (blobs removed, bytes freed).
-
-        Runs under the index lock, so no tag can appear mid-way.  Blobs modified within
-        ``grace_seconds`` are kept (another process may be about to tag them), and so are
-        temp files of in-flight ingests unless they are a day old.  A manifest that cannot
-        be read stops the gc: its children are unknown, so nothing is safe to delete.
-        """
-        if not self.exists():
-            return 0, 0
-        with self._locked():
-            try:
-                keep = self.reachable()
-            except CacheError as exc:
-                raise CacheError(f"gc stopped, nothing deleted: {exc}") from None
-            now = time.time()
-            removed = freed = 0
-            try:
-                entries = list(os.scandir(self.blobs_dir))
-            except FileNotFoundError:
-                return 0, 0
-            # Leftovers of an index.json write that died before its rename.
-            entries += [e for e in os.scandir(self.root) if e.name.startswith(TEMP_PREFIX)]
-            for entry in entries:
-                is_blob = _HEX_RE.match(entry.name) is not None
-                if is_blob and "sha256:" + entry.name in keep:
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                age = now - st.st_mtime
-                if is_blob and age < grace_seconds:
-                    continue
-                if not is_blob and not (entry.name.startswith(TEMP_PREFIX) and age > STALE_TEMP_SECONDS):
-                    continue  # not ours (or still being written): leave it alone
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed += 1
-                    freed += st.st_size
-            return removed, freed
-
-    def clear(self) -> tuple[int, int]:
-        """Remove every ref and every blob; returns (blobs removed, bytes freed).
-
-        In-flight temp files are left to their writers: their rename still succeeds and
-        gc collects the result later.
-        """
-        if not self.exists():
-            return 0, 0
-        with self._locked():
-            removed = freed = 0
-            for digest, size in list(self.iter_blobs()):
-                with contextlib.suppress(FileNotFoundError):
-                    self.blob_path(digest).unlink()
-                    removed += 1
-                    freed += size
-            self._write_index(_empty_index())
-            return removed, freed
+    def referrers(self, ref: Reference, *, artifact_type: str | None = None) -> list[Descriptor]:
+        """What a pull of the OCI fallback tag ``sha256-<hex>`` stored, if anything."""
+        if not ref.digest:
+            raise CacheError(f"{ref}: referrers are listed by digest, not by tag")
+        index = self.resolve(ref.with_tag(fallback_tag(ref.digest)))
+        if index is None or index.media_type not in mediatypes.INDEX_TYPES:
+            return []
+        found = self.manifest(ref.with_tag(fallback_tag(ref.digest))).manifests
+        return [d for d in found if artifact_type is None or d.artifact_type == artifact_type]
 
     def disk_usage(self) -> int:
         """Bytes of all complete blobs (shared blobs counted once)."""
         return sum(size for _digest, size in self.iter_blobs())
+
+    # ------------------------------------------------------------------ bookkeeping for layout_gc
+
+    def root_descriptors(self) -> list[Descriptor]:
+        """Every entry of index.json, named or not: all of them keep their blobs alive."""
+        return [self._entry_descriptor(e) for e in self.read_index()["manifests"]]
+
+    def write_empty_index(self) -> None:
+        """Replace index.json by an empty one (callers hold :meth:`locked`)."""
+        self._write_index(_empty_index())
 
 
 class _VerifyingReader(io.RawIOBase):
@@ -679,7 +532,7 @@ def _check_ref_name(name: str) -> None:
         raise CacheError(f"invalid ref name {name!r}")
 
 
-def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
+def read_chunks(f: BinaryIO) -> Iterator[bytes]:
     while chunk := f.read(_CHUNK):
         yield chunk
 

@@ -75,10 +75,7 @@ def pull(
         if progress:
             progress.step(source, key, label, started=True)
         try:
-            layout.ingest(
-                client.iter_blob(repository, descriptor.digest, expected_size=descriptor.size),
-                expected_digest=descriptor.digest, expected_size=descriptor.size,
-            )
+            client.download_blob(repository, descriptor, layout)
         except PkgtoolError as exc:
             if progress:
                 progress.step(source, key, label, error=str(exc))

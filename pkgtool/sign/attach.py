@@ -64,10 +64,6 @@ def attestation_tag(digest: str) -> str:
     return _digest_tag(digest) + ".att"
 
 
-def referrers_fallback_tag(digest: str) -> str:
-    """The OCI 1.1 fallback tag for the referrers of ``digest`` (image-spec, distribution-spec)."""
-    return _digest_tag(digest)
-
 
 def _digest_tag(digest: str) -> str:
     return check_digest(digest).replace(":", "-", 1)

@@ -148,7 +148,7 @@ def test_three_arches_pushed_checked_per_arch_and_then_a_noop(
         assert entry.platform is not None
         arch = entry.platform.architecture
         # The per-arch tag names the same manifest as the index entry.
-        assert client.resolve(repository, f"{tag}-{arch}").digest == entry.digest
+        assert client.head_manifest(repository, f"{tag}-{arch}").digest == entry.digest
         files = layer_files(client, repository, entry.digest)
         assert files["arch"] == f"{UNAME[arch]}\n".encode(), arch  # RUN really ran as that arch
         assert files["ctx/sp ace ü.txt"] == b"odd\n" and files["ctx/a/x"] == b"ax\n"
@@ -262,7 +262,7 @@ def test_dependency_order_and_stale_pins(repo: Path, base: basekit.Base, org: st
     assert proc.returncode == 0, proc.stderr
     order = [line for line in proc.stderr.splitlines() if "building " in line]
     assert [line.split(":")[0] for line in order] == ["pkg/lib", "pkg/app"]
-    app_digest = client.resolve(f"{org}/app", show_tag(repo, "app").split(":", 1)[1]).digest
+    app_digest = client.head_manifest(f"{org}/app", show_tag(repo, "app").split(":", 1)[1]).digest
     arm = next(m for m in client.get_manifest(f"{org}/app", app_digest).manifests if m.platform and m.platform.architecture == "arm64")
     assert layer_files(client, f"{org}/app", arm.digest)["from-lib"] == b"v1\n"
 

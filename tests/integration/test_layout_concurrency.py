@@ -24,6 +24,7 @@ import pytest
 
 from pkgtool.fileio import TEMP_PREFIX
 from pkgtool.jsonio import hashed_json
+from pkgtool.oci import layout_gc
 from pkgtool.oci import mediatypes as mt
 from pkgtool.oci.descriptor import Descriptor, sha256_digest
 from pkgtool.oci.layout import Layout
@@ -97,7 +98,7 @@ def gc_reader_main(root: str, start: Any, done: Any, errors: Any, stats: Any) ->
         start.wait()
         rounds = 0
         while not done.is_set() or rounds < 3:
-            layout.gc()
+            layout_gc.gc(layout)
             # Readers take no lock: index.json must always be a whole, valid file.
             index = json.loads((Path(root) / "index.json").read_bytes())
             assert isinstance(index["manifests"], list)
@@ -159,10 +160,10 @@ def test_concurrent_writers_never_corrupt_the_cache(tmp_path: Path) -> None:
     for name in contested:
         descriptor = layout.resolve(name)
         assert descriptor is not None and descriptor.media_type == mt.OCI_INDEX
-        assert len(layout.children(descriptor)) == 2
+        assert len(layout_gc.children(layout, descriptor)) == 2
 
     # Blob by blob: every file hashes to its name, every referenced blob is present.
-    assert layout.verify() == []
+    assert layout_gc.verify(layout) == []
     for digest, _size in layout.iter_blobs():
         assert hashlib.sha256(layout.blob_path(digest).read_bytes()).hexdigest() == digest[7:]
     assert not any(p.name.startswith(TEMP_PREFIX) for p in root.rglob("*"))
@@ -170,7 +171,7 @@ def test_concurrent_writers_never_corrupt_the_cache(tmp_path: Path) -> None:
     assert all(layout.has_blob(d) for d in reused)
 
     # Everything still tagged is complete: a gc without grace keeps all of it.
-    layout.gc(grace_seconds=0)
-    assert layout.verify() == []
+    layout_gc.gc(layout, grace_seconds=0)
+    assert layout_gc.verify(layout) == []
     for name in expected:
-        assert layout.size_of(layout.resolve(name)) > 300_000  # type: ignore[arg-type]
+        assert layout_gc.size_of(layout, layout.resolve(name)) > 300_000  # type: ignore[arg-type]

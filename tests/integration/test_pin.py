@@ -86,4 +86,4 @@ def test_update_hashes_repins_dependents_and_yaml_then_lint_passes(tmp_path: Pat
     assert built.stdout.strip() == pinned
     assert pkgtool("lint", "--check-registry", cwd=root).returncode == 0
     with RegistryClient(registry) as client:
-        assert client.resolve(f"{org}/c", c_tag.split(":", 1)[1]).digest == pinned.rsplit("@", 1)[1]
+        assert client.head_manifest(f"{org}/c", c_tag.split(":", 1)[1]).digest == pinned.rsplit("@", 1)[1]

@@ -21,12 +21,14 @@ import pytest
 
 from pkgtool.errors import DigestMismatchError, PkgtoolError, RegistryError
 from pkgtool.jsonio import hashed_json
+from pkgtool.oci import layout_gc
 from pkgtool.oci import mediatypes as mt
 from pkgtool.oci.descriptor import Descriptor, Platform, sha256_digest
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.manifest import build_index, build_manifest
 from pkgtool.oci.reference import parse_reference
-from pkgtool.oci.registry import RegistryClient, fallback_referrers_tag
+from pkgtool.oci.referrers import fallback_tag
+from pkgtool.oci.registry import RegistryClient
 from pkgtool.oci.transfer import pull, push
 
 pytestmark = pytest.mark.integration
@@ -86,14 +88,14 @@ def test_push_and_pull_single_image(client: RegistryClient, registry: str, uniqu
     assert push(client, src, image, ref) == image.digest
     # What skopeo reads is byte for byte what we pushed.
     assert sha256_digest(skopeo_raw(registry, unique_repo, "v1")) == image.digest
-    assert client.resolve(unique_repo, "v1").digest == image.digest
+    assert client.head_manifest(unique_repo, "v1").digest == image.digest
 
     dst = new_layout(tmp_path / "dst")
     pulled = pull(client, ref, dst)
     assert (pulled.digest, pulled.media_type, pulled.size) == (image.digest, image.media_type, image.size)
     assert dst.resolve(ref) == pulled
     assert blob_set(dst) == blob_set(src)
-    assert dst.verify() == []
+    assert layout_gc.verify(dst) == []
     # A second pull is served from the cache for blobs and still re-verifies the manifest.
     assert pull(client, parse_reference(ref).with_digest(image.digest), dst).digest == image.digest
 
@@ -109,13 +111,13 @@ def test_push_and_pull_multi_arch_index(client: RegistryClient, registry: str, u
     full = new_layout(tmp_path / "full")
     assert pull(client, ref, full).digest == index.digest
     assert blob_set(full) == blob_set(src)
-    assert full.verify() == []
+    assert layout_gc.verify(full) == []
 
     only_arm = new_layout(tmp_path / "arm")
     got = pull(client, ref, only_arm, platforms=[Platform("linux", "arm64")])
     assert got.digest == index.digest
     assert only_arm.has_blob(arm.digest) and not only_arm.has_blob(amd.digest)
-    arm_blobs = {c.digest for c in src.children(arm)} | {arm.digest, index.digest}
+    arm_blobs = {c.digest for c in layout_gc.children(src, arm)} | {arm.digest, index.digest}
     assert blob_set(only_arm) == arm_blobs
 
     with pytest.raises(PkgtoolError, match=r"no image for linux/s390x \(available: linux/amd64, linux/arm64\)"):
@@ -201,7 +203,7 @@ def test_referrers_fallback_round_trip(client: RegistryClient, unique_repo: str,
     assert found[0].annotations == {"org.example.kind": "application/vnd.example.sbom"}
     sigs = client.list_referrers(unique_repo, subject.digest, artifact_type="application/vnd.example.sig")
     assert [d.digest for d in sigs] == [referrers[1].digest]
-    assert fallback_referrers_tag(subject.digest) in client.list_tags(unique_repo)
+    assert fallback_tag(subject.digest) in client.list_tags(unique_repo)
 
 
 def test_tampered_blob_is_a_digest_mismatch_and_nothing_is_kept(
@@ -210,7 +212,7 @@ def test_tampered_blob_is_a_digest_mismatch_and_nothing_is_kept(
     src = new_layout(tmp_path / "src")
     image = make_image(src, "amd64", layers=1)
     push(client, src, image, f"{registry}/{unique_repo}:v1")
-    layer = src.children(image)[1]
+    layer = layout_gc.children(src, image)[1]
     hexdigest = layer.digest.removeprefix("sha256:")
     stored = registry_storage / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
     original = stored.read_bytes()
@@ -240,7 +242,10 @@ def test_unreachable_registry_fails_fast_with_one_clear_line(tmp_path: Path) -> 
     with pytest.raises(RegistryError) as caught:
         client.get_manifest("x/y", "tag")
     assert time.monotonic() - started < 5
-    assert str(caught.value) == f"registry 127.0.0.1:{port}: cannot connect (GET manifest x/y:tag): connection refused"
+    assert str(caught.value) == (
+        f"registry 127.0.0.1:{port}: GET manifest x/y:tag: cannot connect: connection refused "
+        "(gave up after 3 attempts)"
+    )
 
     layout = new_layout(tmp_path / "cache")
     with pytest.raises(RegistryError, match="cannot connect"):

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pkgtool.oci import mediatypes
+from pkgtool.oci import layout_gc, mediatypes
 from pkgtool.oci.descriptor import Platform
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.repack import repack_archive
@@ -107,7 +107,7 @@ def test_two_builds_at_different_times_repack_to_the_same_digest(
     # ... the re-packed ones do not.
     assert results[0].manifest == results[1].manifest
     assert results[0].manifest.platform == Platform("linux", docker_client.version()["Arch"])
-    assert layout.verify() == []
+    assert layout_gc.verify(layout) == []
 
     inspect = subprocess.run(["skopeo", "inspect", f"oci:{layout.root}:{tags[0]}"],
                              capture_output=True, text=True, timeout=60, check=True)

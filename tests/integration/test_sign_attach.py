@@ -18,6 +18,7 @@ from pkgtool.errors import PkgtoolError
 from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
+from pkgtool.oci.referrers import fallback_tag
 from pkgtool.oci.registry import RegistryClient
 from pkgtool.sign import SignatureError, dsse, keys
 from pkgtool.sign.attach import (
@@ -28,7 +29,6 @@ from pkgtool.sign.attach import (
     read_attestations,
     read_bundles,
     read_classic_signatures,
-    referrers_fallback_tag,
     sign_image,
     signature_tag,
     verify_classic_signature,
@@ -137,7 +137,7 @@ def test_bundle_referrer_round_trip(
     stored = json.loads(client.get_manifest_bytes_or_none(repo, referrer.digest) or b"{}")
     assert stored["subject"]["digest"] == target.digest
     assert stored["artifactType"] == BUNDLE_MEDIA_TYPE
-    index = _skopeo_raw(registry, repo, referrers_fallback_tag(target.digest))
+    index = _skopeo_raw(registry, repo, fallback_tag(target.digest))
     assert [m["digest"] for m in index["manifests"]] == [referrer.digest]
     assert index["manifests"][0]["artifactType"] == BUNDLE_MEDIA_TYPE
 

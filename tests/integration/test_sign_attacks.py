@@ -20,6 +20,7 @@ from test_sign_publish import PASSWORD, Trust, _build, _cli, make_trust
 
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
+from pkgtool.oci.referrers import fallback_tag
 from pkgtool.oci.registry import RegistryClient
 from pkgtool.sign import SignatureError, keys
 from pkgtool.sign.attach import (
@@ -28,7 +29,6 @@ from pkgtool.sign.attach import (
     attestation_tag,
     read_attestation_layers,
     read_bundles,
-    referrers_fallback_tag,
     signature_tag,
 )
 from pkgtool.sign.dsse import Envelope
@@ -174,9 +174,9 @@ def _drop_referrers(client: RegistryClient, repository: str, digest: str, *, kee
     """Rewrite the fallback referrers index keeping only bundles whose statement mentions ``keep``."""
     from pkgtool.oci.manifest import build_index
 
-    index = client.get_manifest(repository, referrers_fallback_tag(digest))
+    index = client.get_manifest(repository, fallback_tag(digest))
     kept = [m for m in index.manifests if keep in (m.annotations or {}).get("dev.sigstore.bundle.predicateType", "")]
-    client.put_manifest(repository, referrers_fallback_tag(digest), build_index(kept), mediatypes.OCI_INDEX)
+    client.put_manifest(repository, fallback_tag(digest), build_index(kept), mediatypes.OCI_INDEX)
 
 
 def test_provenance_whose_subject_is_another_image(client: RegistryClient, registry: str, unique_repo: str,
@@ -285,7 +285,7 @@ def _pem_body(key: keys.PrivateKey) -> bytes:
 def _everything_attached(client: RegistryClient, repository: str, digests: list[str]) -> Iterator[bytes]:
     """Every manifest and blob reachable from the signature, attestation and referrer tags."""
     for digest in digests:
-        for tag in (signature_tag(digest), attestation_tag(digest), referrers_fallback_tag(digest)):
+        for tag in (signature_tag(digest), attestation_tag(digest), fallback_tag(digest)):
             manifest = client.get_manifest_or_none(repository, tag)
             if manifest is None:
                 continue

@@ -19,12 +19,12 @@ import pytest
 import signkit
 
 from pkgtool.oci import mediatypes
+from pkgtool.oci.referrers import fallback_tag
 from pkgtool.oci.registry import RegistryClient
 from pkgtool.sign import keys
 from pkgtool.sign.attach import (
     attestation_tag,
     read_attestation_layers,
-    referrers_fallback_tag,
     signature_tag,
 )
 from pkgtool.sign.bundle import BUNDLE_MEDIA_TYPE
@@ -116,7 +116,7 @@ def _cli(*args: str, password: str | None = PASSWORD, **env: str) -> subprocess.
 def _registry_state(client: RegistryClient, repository: str, digests: list[str]) -> dict[str, str | None]:
     state: dict[str, str | None] = {}
     for digest in digests:
-        for tag in (signature_tag(digest), attestation_tag(digest), referrers_fallback_tag(digest)):
+        for tag in (signature_tag(digest), attestation_tag(digest), fallback_tag(digest)):
             found = client.head_manifest(repository, tag)
             state[tag] = found.digest if found else None
     return state
@@ -138,11 +138,11 @@ def test_sign_package_attaches_everything_once(client: RegistryClient, registry:
     assert all(a.added for a in report.attached)
 
     # Distribution 2.8: referrers through the fallback index, one entry per referrer.
-    index = client.get_manifest(unique_repo, referrers_fallback_tag(image.index.digest))
+    index = client.get_manifest(unique_repo, fallback_tag(image.index.digest))
     assert all(m.artifact_type == BUNDLE_MEDIA_TYPE for m in index.manifests)
     assert len(index.manifests) == 3  # signature, provenance, link
     arm = image.manifests["arm64"].digest
-    assert len(client.get_manifest(unique_repo, referrers_fallback_tag(arm)).manifests) == 3  # signature, provenance, SBOM
+    assert len(client.get_manifest(unique_repo, fallback_tag(arm)).manifests) == 3  # signature, provenance, SBOM
     att = {layer.predicate_type for layer in read_attestation_layers(client, repository=unique_repo, digest=arm)}
     assert att == {SLSA_PROVENANCE_V1, SPDX_PREDICATE_TYPE}
     assert len(client.get_manifest(unique_repo, signature_tag(arm)).layers) == 1
@@ -229,7 +229,7 @@ def test_skopeo_reads_the_attached_shapes(client: RegistryClient, registry: str,
         document: dict[str, Any] = json.loads(out.stdout)
         return document
 
-    referrers = raw(referrers_fallback_tag(digest))
+    referrers = raw(fallback_tag(digest))
     assert referrers["mediaType"] == mediatypes.OCI_INDEX
     assert {m["annotations"]["dev.sigstore.bundle.predicateType"] for m in referrers["manifests"]} == {
         "https://sigstore.dev/cosign/sign/v1", SLSA_PROVENANCE_V1, SPDX_PREDICATE_TYPE}

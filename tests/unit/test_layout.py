@@ -15,6 +15,7 @@ from pkgtool.cli import main
 from pkgtool.commands.cache import human_size
 from pkgtool.errors import CacheError, DigestMismatchError
 from pkgtool.jsonio import hashed_json
+from pkgtool.oci import layout_gc
 from pkgtool.oci import mediatypes as mt
 from pkgtool.oci.descriptor import Descriptor, Platform, sha256_digest
 from pkgtool.oci.layout import REF_NAME_ANNOTATION, TEMP_PREFIX, Layout
@@ -208,7 +209,7 @@ def test_publishing_a_blob_waits_for_a_running_gc(layout: Layout, present: bool)
         layout.ingest([b"layer"], expected_digest=sha256_digest(b"layer"))
         finished.set()
 
-    with layout._locked():
+    with layout.locked():
         thread = threading.Thread(target=ingest)
         thread.start()
         assert not finished.wait(0.3)
@@ -345,30 +346,30 @@ def make_index(layout: Layout, tag: str) -> tuple[Descriptor, list[Descriptor]]:
 def test_size_of_counts_shared_blobs_once(layout: Layout) -> None:
     desc, children = make_index(layout, "multi")
     expected = sum(size for _digest, size in layout.iter_blobs())
-    assert layout.size_of(desc) == expected == layout.disk_usage()
-    assert layout.size_of(children[0]) < expected
+    assert layout_gc.size_of(layout, desc) == expected == layout.disk_usage()
+    assert layout_gc.size_of(layout, children[0]) < expected
 
 
 def test_verify_healthy_then_each_kind_of_problem(layout: Layout) -> None:
     _desc, (_amd, arm) = make_index(layout, "multi")
-    assert layout.verify() == []
+    assert layout_gc.verify(layout) == []
 
     layer = sha256_digest(b"amd")
     layout.blob_path(layer).write_bytes(b"bitrot")
-    problems = layout.verify()
+    problems = layout_gc.verify(layout)
     assert len(problems) == 1 and "corrupt blob" in problems[0] and layer.removeprefix("sha256:") in problems[0]
 
     layout.blob_path(layer).unlink()
-    assert layout.verify() == [f"missing blob {layer} ({mt.OCI_LAYER_GZIP})"]
+    assert layout_gc.verify(layout) == [f"missing blob {layer} ({mt.OCI_LAYER_GZIP})"]
 
     layout.blob_path(arm.digest).unlink()
-    assert f"missing blob {arm.digest} ({mt.OCI_MANIFEST})" in layout.verify()
+    assert f"missing blob {arm.digest} ({mt.OCI_MANIFEST})" in layout_gc.verify(layout)
 
 
 def test_verify_reports_wrong_size_and_bad_manifest_json(layout: Layout) -> None:
     data = layout.write_blob(b"not json")
     layout.tag("junk", Descriptor(mt.OCI_MANIFEST, data, 999))
-    problems = layout.verify()
+    problems = layout_gc.verify(layout)
     assert any("999" in p for p in problems)
     assert any(f"corrupt manifest {data}" in p and "is not valid JSON" in p for p in problems)
 
@@ -382,10 +383,10 @@ def test_walk_visits_each_digest_once(layout: Layout) -> None:
     layout.write_blob(index)
     desc = Descriptor.for_bytes(mt.OCI_INDEX, index)
     layout.tag("twice", desc)
-    assert layout.verify() == []
-    assert layout.reachable() == {desc.digest} | layout.reachable([child])
-    assert len(layout.reachable([child])) == 3
-    assert layout.size_of(desc) == layout.disk_usage()
+    assert layout_gc.verify(layout) == []
+    assert layout_gc.reachable(layout) == {desc.digest} | layout_gc.reachable(layout, [child])
+    assert len(layout_gc.reachable(layout, [child])) == 3
+    assert layout_gc.size_of(layout, desc) == layout.disk_usage()
 
 
 def test_gc_removes_only_unreachable_old_blobs(layout: Layout) -> None:
@@ -397,18 +398,18 @@ def test_gc_removes_only_unreachable_old_blobs(layout: Layout) -> None:
     fresh = layout.write_blob(b"fresh, in flight for another process")
     before = {d for d, _ in layout.iter_blobs()}
 
-    removed, freed = layout.gc()
+    removed, freed = layout_gc.gc(layout)
     after = {d for d, _ in layout.iter_blobs()}
     gone = before - after
     assert drop.digest in gone and sha256_digest(b"only-drop") in gone and stray in gone
     assert sha256_digest(b"common") in after  # shared with a kept image
     assert fresh in after  # inside the grace period
     assert removed == len(gone) and freed > 0
-    assert layout.verify() == []
+    assert layout_gc.verify(layout) == []
     assert layout.resolve("keep") == keep
 
-    assert layout.gc(grace_seconds=0) == (1, len(b"fresh, in flight for another process"))
-    assert layout.gc(grace_seconds=0) == (0, 0)
+    assert layout_gc.gc(layout, grace_seconds=0) == (1, len(b"fresh, in flight for another process"))
+    assert layout_gc.gc(layout, grace_seconds=0) == (0, 0)
 
 
 def test_gc_leaves_in_flight_temp_files_and_removes_stale_ones(layout: Layout) -> None:
@@ -423,7 +424,7 @@ def test_gc_leaves_in_flight_temp_files_and_removes_stale_ones(layout: Layout) -
     other = layout.blobs_dir / "README"
     other.write_text("not ours")
     os.utime(other, (0, 0))
-    assert layout.gc(grace_seconds=0) == (2, len(b"writer died{"))
+    assert layout_gc.gc(layout, grace_seconds=0) == (2, len(b"writer died{"))
     assert live.exists() and other.exists() and not stale.exists() and not index_leftover.exists()
 
 
@@ -432,7 +433,7 @@ def test_gc_refuses_when_a_manifest_is_unreadable(layout: Layout) -> None:
     layout.blob_path(desc.digest).write_bytes(b"garbage")
     backdate(layout)
     with pytest.raises(CacheError, match="gc stopped, nothing deleted: corrupt blob"):
-        layout.gc()
+        layout_gc.gc(layout)
     assert layout.has_blob(sha256_digest(b"layer"))
 
 
@@ -440,14 +441,14 @@ def test_clear_removes_everything(layout: Layout) -> None:
     make_index(layout, "a")
     total = layout.disk_usage()
     count = len(list(layout.iter_blobs()))
-    assert layout.clear() == (count, total)
+    assert layout_gc.clear(layout) == (count, total)
     assert layout.list_refs() == [] and list(layout.iter_blobs()) == []
     assert layout.exists()
 
 
 def test_gc_and_clear_on_a_missing_cache(tmp_path: Path) -> None:
-    assert Layout(tmp_path / "none").gc() == (0, 0)
-    assert Layout(tmp_path / "none").clear() == (0, 0)
+    assert layout_gc.gc(Layout(tmp_path / "none")) == (0, 0)
+    assert layout_gc.clear(Layout(tmp_path / "none")) == (0, 0)
 
 
 # ---------------------------------------------------------------- CLI
@@ -468,7 +469,7 @@ def test_cli_ls(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["REF", "DIGEST", "TYPE", "SIZE"]
     assert lines[1].split()[:3] == ["127.0.0.1:5000/org/img:v1", desc.digest[7:19], "oci-index"]
-    assert lines[1].endswith(human_size(lay.size_of(desc)))
+    assert lines[1].endswith(human_size(layout_gc.size_of(lay, desc)))
     assert lines[2].split()[:3] == ["solo", single.digest[7:19], "oci-manifest"]
     assert lines[3] == f"total: 2 refs, {human_size(lay.disk_usage())} on disk in {cache_dir}"
 
@@ -499,11 +500,11 @@ def test_cli_rm(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cache", "rm", "drop", "absent"]) == 1
     assert "not in the cache" in capsys.readouterr().err and lay.resolve("drop") == drop  # nothing removed
 
-    freed = lay.size_of(drop) - len(b"common")
+    freed = layout_gc.size_of(lay, drop) - len(b"common")
     assert main(["cache", "rm", "drop"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == ["untagged drop", f"freed {human_size(freed)} (3 blobs)"]
-    assert lay.resolve("drop") is None and lay.verify() == []
+    assert lay.resolve("drop") is None and layout_gc.verify(lay) == []
 
 
 def test_cli_rm_keeps_recent_blobs_unless_grace_is_zero(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -542,7 +543,7 @@ def test_cli_clean_repairs_a_corrupt_index(cache_dir: Path, capsys: pytest.Captu
     make_image(lay, "x", layers=[b"x"])
     lay.index_path.write_text("garbage")
     assert main(["cache", "clean"]) == 0
-    assert lay.list_refs() == [] and lay.verify() == []
+    assert lay.list_refs() == [] and layout_gc.verify(lay) == []
 
 
 def test_cli_cache_without_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, sha256_digest
+from pkgtool.oci.referrers import fallback_tag
 from pkgtool.sign import SignatureError, dsse, keys
 from pkgtool.sign.attach import (
     EMPTY_CONFIG,
@@ -17,7 +18,6 @@ from pkgtool.sign.attach import (
     attestation_tag,
     bundle_referrer,
     cosign_layers_manifest,
-    referrers_fallback_tag,
     signature_layer,
     signature_tag,
     verify_classic_signature,
@@ -31,7 +31,7 @@ DIGEST = "sha256:" + HEX
 def test_tags() -> None:
     assert signature_tag(DIGEST) == f"sha256-{HEX}.sig"
     assert attestation_tag(DIGEST) == f"sha256-{HEX}.att"
-    assert referrers_fallback_tag(DIGEST) == f"sha256-{HEX}"
+    assert fallback_tag(DIGEST) == f"sha256-{HEX}"
     with pytest.raises(Exception, match="invalid digest"):
         signature_tag("sha256:nothex")
 
