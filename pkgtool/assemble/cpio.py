@@ -20,8 +20,8 @@ import stat
 from collections.abc import Iterator
 from typing import IO, cast
 
-from pkgtool.assemble.tree import Inode, Kind, Tree
 from pkgtool.errors import PkgtoolError, UsageError
+from pkgtool.oci.filetree import Inode, Kind, Tree
 
 MAGIC = b"070701"
 TRAILER = "TRAILER!!!"

@@ -49,11 +49,11 @@ from pkgtool.assemble.runtime_config import (
     bundle_layout,
     bundle_runtime,
 )
-from pkgtool.assemble.tree import BytesContent, Inode, Kind, Tree, add_files, ensure_console
 from pkgtool.errors import CacheError, PkgtoolError, UsageError
 from pkgtool.jsonio import bundle_json
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
+from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree, add_files, ensure_console
 from pkgtool.spec.image import Id, ImageEntry, ImageSpec, image_references, load_image_spec, to_data
 from pkgtool.streams import chunk_file
 

@@ -22,7 +22,7 @@ and owner are kept (LinuxKit rewrites the contents under the original tar header
 
 from __future__ import annotations
 
-from pkgtool.assemble.tree import WHITEOUT_PREFIX, BytesContent, Inode, Kind, Tree
+from pkgtool.oci.filetree import WHITEOUT_PREFIX, BytesContent, Inode, Kind, Tree
 
 # The synthetic rewrite layer sits above every real layer of the image.
 REWRITE_LAYER = 1 << 30

@@ -13,7 +13,7 @@ import tarfile
 from typing import IO
 
 from pkgtool.assemble.cpio import symlink_safe_mode
-from pkgtool.assemble.tree import Inode, Kind, Tree
+from pkgtool.oci.filetree import Inode, Kind, Tree
 from pkgtool.streams import chunk_file
 
 _TYPES = {

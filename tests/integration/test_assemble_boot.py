@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pkgtool.assemble.cpio import compressor, write_cpio
-from pkgtool.assemble.tree import BytesContent, Inode, Kind, Tree, ensure_console
+from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree, ensure_console
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

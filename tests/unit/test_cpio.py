@@ -17,8 +17,8 @@ import zstandard
 
 from pkgtool.assemble.cpio import compressor, source_date_epoch, write_cpio
 from pkgtool.assemble.tarwriter import write_tar
-from pkgtool.assemble.tree import BytesContent, Inode, Kind, Tree, ensure_console
 from pkgtool.errors import UsageError
+from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree, ensure_console
 
 EPOCH = 1_700_000_000
 

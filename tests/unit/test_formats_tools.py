@@ -14,8 +14,8 @@ from pkgtool.assemble.formats.fat import fat_size_kib
 from pkgtool.assemble.formats.grub import EARLY_CONFIG, grub_cfg
 from pkgtool.assemble.formats.registry import select
 from pkgtool.assemble.formats.stable_ids import stable_u32, stable_uuid
-from pkgtool.assemble.tree import Tree
 from pkgtool.errors import PkgtoolError, UsageError
+from pkgtool.oci.filetree import Tree
 
 
 def test_select_checks_arch_and_names() -> None:

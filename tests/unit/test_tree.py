@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pkgtool.assemble.tree import (
+from pkgtool.errors import PkgtoolError, UsageError
+from pkgtool.oci.filetree import (
     FileRange,
     Inode,
     Kind,
@@ -20,7 +21,6 @@ from pkgtool.assemble.tree import (
     add_files,
     ensure_console,
 )
-from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.spec.image import parse_image_spec
 from pkgtool.yamlload import parse_yaml
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pkgtool.assemble.tree import Tree
 from pkgtool.errors import PkgtoolError
+from pkgtool.oci.filetree import Tree
 
 # FAT and some boot tools cannot store times before 1980-01-01; those clamp to this.
 FAT_EPOCH = 315532800
