@@ -10,7 +10,7 @@ Input is what a builder hands us:
 Output is an OCI image whose digest depends only on the file systems and the settings
 that matter:
 
-* every layer normalized (:func:`pkgtool.oci.layer.normalize_layer`) and compressed with
+* every layer normalized (:func:`pkgtool.oci.normalize.normalize_layer`) and compressed with
   fixed parameters; a layer that is empty after normalization (no entries, or only the
   root directory) is **dropped** and its history entry marked ``empty_layer``, so builders
   that do or do not emit empty layers (the legacy builder does for a no-op ``RUN``,
@@ -52,7 +52,9 @@ from pkgtool.fileio import TEMP_PREFIX
 from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform, check_digest, sha256_digest
-from pkgtool.oci.layer import (
+from pkgtool.oci.layout import Layout
+from pkgtool.oci.manifest import build_manifest, parse_manifest, platform_matches
+from pkgtool.oci.normalize import (
     DEFAULT_LIMITS,
     Compression,
     DeterministicCompressor,
@@ -62,8 +64,6 @@ from pkgtool.oci.layer import (
     clean_path,
     normalize_layer,
 )
-from pkgtool.oci.layout import Layout
-from pkgtool.oci.manifest import build_manifest, parse_manifest, platform_matches
 
 LAYER_MEDIA_TYPES: dict[str, str] = {
     "gzip": mediatypes.OCI_LAYER_GZIP,

@@ -1,4 +1,4 @@
-"""Normalized layer tars and deterministic compression (pkgtool.oci.layer)."""
+"""Normalized layer tars and deterministic compression (pkgtool.oci.normalize)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 import zstandard
 
-from pkgtool.oci.layer import (
+from pkgtool.oci.normalize import (
     DEFAULT_LIMITS,
     DeterministicCompressor,
     HashingWriter,
