@@ -8,7 +8,7 @@ kernels (``pkgtool kernel build``: the kernel layout files).  Each arch becomes:
   names dropped (numeric ids only), ``./`` prefixes removed and optional entries dropped
   (``/dev`` nodes: the runtime provides ``/dev``; device nodes in a layer break rootless
   unpacking), then compressed like every layer pkgtool writes
-  (:class:`pkgtool.oci.normalize.DeterministicCompressor`: gzip in parallel blocks with fixed
+  (:class:`pkgtool.oci.compress.DeterministicCompressor`: gzip in parallel blocks with fixed
   parameters), so the same input always gives the same layer digest;
 * a config with ``created`` set to the epoch (never the wall clock), Env, Cmd, labels and
   ``rootfs.diff_ids``;
@@ -33,9 +33,9 @@ from pkgtool.arches import arch_rank
 from pkgtool.errors import PkgtoolError
 from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
+from pkgtool.oci.compress import DeterministicCompressor, HashingWriter
 from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.oci.manifest import build_index as oci_build_index
-from pkgtool.oci.normalize import DeterministicCompressor, HashingWriter
 from pkgtool.oci.repack import rfc3339
 
 EntryFilter = Callable[[str, tarfile.TarInfo], bool]  # True: drop the entry

@@ -115,7 +115,7 @@ def _entry(path: str, inode: Inode, nlink: int, ino: int, mtime: int, with_data:
 def compressor(out: IO[bytes], kind: str = "gzip") -> Iterator[IO[bytes]]:
     """A writable stream compressing into ``out`` (which stays open); ``kind``: gzip, zstd, none.
 
-    The layers' compressor (:class:`pkgtool.oci.normalize.DeterministicCompressor`): gzip at a
+    The layers' compressor (:class:`pkgtool.oci.compress.DeterministicCompressor`): gzip at a
     fixed level in independent blocks on every core, zstd multi-threaded at a fixed level,
     both giving the same bytes whatever the number of cores.  A Debian kernel's ~400 MB of
     modules is why it must be parallel: single-threaded gzip -9 took over two minutes.
@@ -125,7 +125,7 @@ def compressor(out: IO[bytes], kind: str = "gzip") -> Iterator[IO[bytes]]:
         return
     if kind not in ("gzip", "zstd"):
         raise UsageError(f"unknown compression {kind!r} (gzip, zstd or none)")
-    from pkgtool.oci.normalize import DeterministicCompressor
+    from pkgtool.oci.compress import DeterministicCompressor
 
     stream = DeterministicCompressor(out, compression="gzip" if kind == "gzip" else "zstd")
     try:

@@ -51,14 +51,12 @@ from pkgtool.errors import PkgtoolError
 from pkgtool.fileio import TEMP_PREFIX
 from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
+from pkgtool.oci.compress import Compression, DeterministicCompressor, HashingWriter
 from pkgtool.oci.descriptor import Descriptor, Platform, check_digest, sha256_digest
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.manifest import build_manifest, parse_manifest, platform_matches
 from pkgtool.oci.normalize import (
     DEFAULT_LIMITS,
-    Compression,
-    DeterministicCompressor,
-    HashingWriter,
     LayerLimits,
     bounded_tarinfo,
     clean_path,

@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 import pytest
 import zstandard
 
+from pkgtool.oci.compress import DeterministicCompressor, HashingWriter, compress_deterministic
 from pkgtool.oci.normalize import (
     DEFAULT_LIMITS,
-    DeterministicCompressor,
-    HashingWriter,
     LayerError,
     LayerLimits,
     NormalizedLayer,
-    compress_deterministic,
     normalize_layer,
 )
 
