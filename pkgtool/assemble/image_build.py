@@ -22,7 +22,6 @@ newest layer's time, keeps outputs identical however the inputs were produced.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import shutil
@@ -30,10 +29,11 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pkgtool.assemble import imagetar
 from pkgtool.assemble.cpio import compressor, source_date_epoch, write_cpio
+from pkgtool.assemble.files import add_files, ensure_console
 from pkgtool.assemble.formats.base import FormatInput
 from pkgtool.assemble.formats.registry import Format, select
 from pkgtool.assemble.ids import (
@@ -44,194 +44,40 @@ from pkgtool.assemble.ids import (
     group_lookup,
     passwd_lookup,
 )
+from pkgtool.assemble.images import PulledImage, is_pinned, pull_all
 from pkgtool.assemble.runtime_config import (
     build_container_config,
     bundle_layout,
     bundle_runtime,
 )
-from pkgtool.errors import CacheError, PkgtoolError, UsageError
+from pkgtool.errors import UsageError
 from pkgtool.jsonio import bundle_json
-from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, Platform
-from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree, add_files, ensure_console
+from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree
+from pkgtool.oci.layer import decompressed_chunks, read_entries
+from pkgtool.oci.source import CachedSource
 from pkgtool.spec.image import Id, ImageEntry, ImageSpec, image_references, load_image_spec, to_data
 from pkgtool.streams import chunk_file
 
+if TYPE_CHECKING:
+    from pkgtool.oci.registry import RegistryClient
+
 Progress = Callable[[str], None]
-# fetch(ref) -> the descriptor of the ref's manifest or index, whose blobs are in the cache.
-Fetcher = Callable[[str], Descriptor]
-_FETCH_WORKERS = 4
 _BOOT_FILES = ("boot/kernel", "boot/cmdline", "boot/ucode.cpio")
 _REMOVE_LAYER = 1 << 31
 
 
-@dataclass(frozen=True)
-class PulledImage:
-    """One image resolved to the arch's manifest, with its config and layers in the cache."""
-
-    ref: str
-    manifest_digest: str
-    config: Mapping[str, Any]
-    layers: tuple[Descriptor, ...]
-
-    @property
-    def container_config(self) -> Mapping[str, Any]:
-        cfg = self.config.get("config")
-        return cfg if isinstance(cfg, dict) else {}
-
-
-def is_pinned(ref: str) -> bool:
-    return "@sha256:" in ref
-
-
-def pinned_digest(ref: str) -> str | None:
-    return "sha256:" + ref.rsplit("@sha256:", 1)[1] if is_pinned(ref) else None
-
-
-# --------------------------------------------------------------------------- fetching
-
-def cached_fetcher(layout: Any, fallback: Fetcher | None, arch: str | None = None) -> Fetcher:
-    """Use a pinned image straight from the cache when everything the build reads of it is
-    there (for ``arch``: its manifest, config and layers); else ``fallback``.
-
-    An index can be in the cache with only some of its platforms (an amd64 build pulled
-    it), so the root blob alone does not make a hit.
-    """
-    def fetch(ref: str) -> Descriptor:
-        digest = pinned_digest(ref)
-        if digest is not None and layout.has_blob(digest):
-            data = layout.read_blob(digest, max_size=mediatypes.MAX_MANIFEST_BYTES)
-            root = Descriptor(media_type=_media_type(data, ref), digest=digest, size=len(data))
-            if arch is None or _complete(layout, ref, root, arch):
-                return root
-        if fallback is None:
-            raise PkgtoolError(f"{ref}: not in the cache and no registry to pull it from")
-        return fallback(ref)
-
-    return fetch
-
-
-def _complete(layout: Any, ref: str, root: Descriptor, arch: str) -> bool:
-    """Whether the cache holds every blob of ``root``'s ``linux/arch`` image."""
-    manifest = root
-    if root.media_type in mediatypes.INDEX_TYPES:
-        entries = [Descriptor.from_json(m) for m in _json_blob(layout, root.digest, ref).get("manifests") or []]
-        chosen = [d for d in entries if d.platform is not None and d.platform.os == "linux" and d.platform.architecture == arch]
-        if not chosen:
-            return True  # resolve_platform will say which platforms there are
-        manifest = chosen[0]
-    if not layout.has_blob(manifest.digest):
-        return False
-    doc = _json_blob(layout, manifest.digest, ref)
-    children = [doc.get("config"), *(doc.get("layers") or [])]
-    return all(isinstance(c, dict) and layout.has_blob(str(c.get("digest", ""))) for c in children)
-
-
-def registry_fetcher(layout: Any, client_factory: Callable[[], Any], arch: str | None) -> Fetcher:
-    """Pull through the registry client (imported lazily: it brings in HTTP libraries).
-
-    ``arch`` limits the pull to that platform's manifest; None pulls every platform.
-    """
-    platforms = [Platform("linux", arch)] if arch else None
-
-    def fetch(ref: str) -> Descriptor:
-        # Imported on the first cache miss only: a warm, pinned build never loads HTTP code.
-        from pkgtool.oci.transfer import pull
-
-        descriptor: Descriptor = pull(client_factory(), ref, layout, platforms=platforms)
-        return descriptor
-
-    return fetch
-
-
-def default_client_factory(registry: str | None) -> Callable[[], Any]:
-    """Makes registry clients for pulls: the one place that knows the client's constructor."""
-    from pkgtool.oci.registry import RegistryClient
-
-    def make() -> Any:
-        return RegistryClient()
-
-    return make
-
-
-def _media_type(data: bytes, ref: str) -> str:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise PkgtoolError(f"{ref}: manifest is not JSON") from None
-    if not isinstance(doc, dict):
-        raise PkgtoolError(f"{ref}: manifest is not a JSON object")
-    media_type = doc.get("mediaType")
-    if isinstance(media_type, str) and media_type:
-        return media_type
-    # OCI manifests may omit mediaType: tell index from manifest by their fields.
-    return mediatypes.OCI_INDEX if "manifests" in doc else mediatypes.OCI_MANIFEST
-
-
-def _json_blob(layout: Any, digest: str, ref: str) -> dict[str, Any]:
-    data = layout.read_blob(digest, max_size=mediatypes.MAX_MANIFEST_BYTES)
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise PkgtoolError(f"{ref}: blob {digest} is not JSON") from None
-    if not isinstance(doc, dict):
-        raise PkgtoolError(f"{ref}: blob {digest} is not a JSON object")
-    return doc
-
-
-def resolve_platform(layout: Any, ref: str, root: Descriptor, arch: str) -> PulledImage:
-    """The ``linux/arch`` image under ``root`` (an index or a single manifest)."""
-    descriptor = root
-    if root.media_type in mediatypes.INDEX_TYPES:
-        index = _json_blob(layout, root.digest, ref)
-        candidates = [Descriptor.from_json(m) for m in index.get("manifests") or []]
-        matches = [d for d in candidates if d.platform is not None and d.platform.os == "linux" and d.platform.architecture == arch]
-        if not matches:
-            available = ", ".join(sorted(str(d.platform) for d in candidates if d.platform)) or "none"
-            raise PkgtoolError(f"{ref}: no image for linux/{arch} (available: {available})")
-        descriptor = matches[0]
-    elif root.media_type not in mediatypes.MANIFEST_TYPES:
-        raise PkgtoolError(f"{ref}: unsupported media type {root.media_type}")
-    manifest = _json_blob(layout, descriptor.digest, ref)
-    config_desc = Descriptor.from_json(manifest.get("config"))
-    config = _json_blob(layout, config_desc.digest, ref)
-    image_arch = config.get("architecture")
-    if root.media_type in mediatypes.MANIFEST_TYPES and image_arch and image_arch != arch:
-        raise PkgtoolError(f"{ref}: image is for {image_arch}, not {arch}")
-    layers = tuple(Descriptor.from_json(layer) for layer in manifest.get("layers") or [])
-    return PulledImage(ref=ref, manifest_digest=descriptor.digest, config=config, layers=layers)
-
-
-def fetch_all(refs: Sequence[str], fetch: Fetcher, *, progress: Progress) -> dict[str, Descriptor]:
-    """Fetch unique references concurrently; the first failure is raised."""
-    unique = list(dict.fromkeys(refs))
-    results: dict[str, Descriptor] = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
-        futures = {pool.submit(fetch, ref): ref for ref in unique}
-        for future in concurrent.futures.as_completed(futures):
-            ref = futures[future]
-            results[ref] = future.result()
-            progress(f"fetched {ref}")
-    return results
-
-
 # --------------------------------------------------------------------------- assembly
 
-def flatten(layout: Any, image: PulledImage, tree: Tree) -> Tree:
+def flatten(image: PulledImage, tree: Tree) -> Tree:
     """The image's layers applied in order to a new tree sharing ``tree``'s spill store."""
     flat = Tree(store=tree.store)
     for number, layer in enumerate(image.layers, start=1):
-        with layout.open_blob(layer.digest) as stream:
-            flat.apply_layer(stream, image=image.ref, layer=number, blob_path=layout.blob_path(layer.digest))
-            # Drain to the end so the cache's reader verifies the blob's digest.
-            while stream.read(1 << 20):
-                pass
+        flat.apply_layer(layer, number=number)
     return flat
 
 
 def _remove(tree: Tree, path: str) -> None:
-    head, _, leaf = path.rpartition("/")
-    tree.whiteout(f"{head}/.wh.{leaf}" if head else f".wh.{leaf}", layer=_REMOVE_LAYER)
+    tree.hide(path, layer=_REMOVE_LAYER)
 
 
 @dataclass
@@ -245,8 +91,8 @@ class Assembled:
 class Assembler:
     """Builds the image tree from a spec and pulled images."""
 
-    def __init__(self, spec: ImageSpec, images: Mapping[str, PulledImage], layout: Any, *, progress: Progress) -> None:
-        self.spec, self.images, self.layout, self.progress = spec, images, layout, progress
+    def __init__(self, spec: ImageSpec, images: Mapping[str, PulledImage], *, progress: Progress) -> None:
+        self.spec, self.images, self.progress = spec, images, progress
         self.id_map = allocate_ids(spec)
         self.tree = Tree()
         self._extracted: dict[str, str] = {}  # ref -> where its files already are (dedup)
@@ -257,7 +103,7 @@ class Assembler:
             kernel, ucode, kernel_tar = self._kernel()
             for item in self.spec.init:
                 self.progress(f"init {item.image}")
-                flat = flatten(self.layout, self.images[item.image], self.tree)
+                flat = flatten(self.images[item.image], self.tree)
                 imagetar.rewrite(flat, init=True)
                 self.tree.overlay(flat, what=item.image)
             if kernel_tar is not None:
@@ -284,7 +130,7 @@ class Assembler:
         if not k.image:
             return None, None, None
         self.progress(f"kernel {k.image}")
-        flat = flatten(self.layout, self.images[k.image], self.tree)
+        flat = flatten(self.images[k.image], self.tree)
         where = f"{k.origin or 'kernel'}: {k.image}"
 
         def member(name: str, what: str) -> Inode:
@@ -306,11 +152,11 @@ class Assembler:
 
     def _unpack_kernel_tar(self, inode: Inode) -> None:
         k = self.spec.kernel
+        what = f"{k.image}: {k.tar_name}"
         ktree = Tree(store=self.tree.store)
-        chunks = inode.content.chunks() if inode.content else iter(())
-        stream = chunk_file(iter(chunks))
-        ktree.apply_layer(stream, image=f"{k.image}: {k.tar_name}", layer=1)
-        self.tree.overlay(ktree, what=f"{k.image}: {k.tar_name}", keep_dir_symlinks=True)
+        stream = chunk_file(iter(inode.content.chunks() if inode.content else ()))
+        ktree.apply_entries(read_entries(chunk_file(decompressed_chunks(stream, what=what)), what=what), number=1)
+        self.tree.overlay(ktree, what=what, keep_dir_symlinks=True)
 
     # -- containers
 
@@ -320,7 +166,7 @@ class Assembler:
         flat = None
         users = groups = None
         if earlier is None:
-            flat = flatten(self.layout, image, self.tree)
+            flat = flatten(image, self.tree)
             imagetar.rewrite(flat, init=False)
             users = passwd_lookup(_text(flat, "etc/passwd"))
             groups = group_lookup(_text(flat, "etc/group"))
@@ -351,7 +197,7 @@ class Assembler:
         for volume in self.spec.volumes:
             merged = volume.merged_dir.lstrip("/")
             if volume.image:
-                flat = flatten(self.layout, self.images[volume.image], self.tree)
+                flat = flatten(self.images[volume.image], self.tree)
                 self.tree.overlay(flat, at=merged, what=volume.image)
             elif self.tree.get(merged) is None:
                 self.tree.put(merged, Inode(Kind.DIR, mode=0o755))
@@ -465,17 +311,17 @@ def build_image(
     out_dir: Path,
     name: str | None = None,
     cache: Path,
-    registry_client_factory: Callable[[], Any] | None = None,
+    registry_client_factory: Callable[[], RegistryClient] | None = None,
     progress: Progress | None = None,
     allow_unpinned: bool = False,
     compression: str = "gzip",
     source_date_epoch_value: int | None = None,
-    fetcher: Fetcher | None = None,
 ) -> list[Path]:
     """Build the image described by ``yaml_paths`` and return the output files written.
 
-    ``registry_client_factory`` makes a registry client for pulls (one per pull, so pulls
-    can run in threads); ``fetcher`` replaces the whole fetch step (tests, offline use).
+    Images are read from the cache at ``cache``, and, for what it lacks, from the registry
+    through a client ``registry_client_factory`` makes (only on the first miss); without a
+    factory the build uses the cache alone.
     """
     from pkgtool.oci.layout import Layout
 
@@ -494,20 +340,8 @@ def build_image(
         raise UsageError(f"image {unpinned[0]!r} is not pinned by digest: run `pkgtool image lock` first (or allow unpinned images)")
     layout = Layout(cache)
     layout.ensure()
-    if fetcher is None:
-        pull = registry_fetcher(layout, registry_client_factory, arch) if registry_client_factory is not None else None
-        fetcher = cached_fetcher(layout, pull, arch)
-    roots = fetch_all(refs, fetcher, progress=report)
-    images: dict[str, PulledImage] = {}
-    for ref, root in roots.items():
-        digest = pinned_digest(ref)
-        if digest is not None and root.digest != digest:
-            raise PkgtoolError(f"{ref}: fetched {root.digest}, which is not the pinned digest")
-        try:
-            images[ref] = resolve_platform(layout, ref, root, arch)
-        except CacheError as exc:
-            raise PkgtoolError(f"{ref}: {exc}") from None
-    assembled = Assembler(spec, images, layout, progress=report).assemble()
+    images = pull_all(refs, CachedSource(layout, registry_client_factory), arch, progress=report)
+    assembled = Assembler(spec, images, progress=report).assemble()
     try:
         return write_outputs(assembled, chosen, out_dir=out_dir, name=image_name, arch=arch, mtime=mtime,
                              compression=compression, progress=report)

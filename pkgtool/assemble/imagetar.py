@@ -22,7 +22,7 @@ and owner are kept (LinuxKit rewrites the contents under the original tar header
 
 from __future__ import annotations
 
-from pkgtool.oci.filetree import WHITEOUT_PREFIX, BytesContent, Inode, Kind, Tree
+from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree
 
 # The synthetic rewrite layer sits above every real layer of the image.
 REWRITE_LAYER = 1 << 30
@@ -46,8 +46,7 @@ _ENSURE_DIRS: tuple[str, ...] = ("dev", "dev/pts", "dev/shm", "etc", "proc", "sy
 
 def remove(tree: Tree, path: str) -> None:
     """Drop ``path`` (and anything below it) from a flattened image tree."""
-    head, _, leaf = path.rpartition("/")
-    tree.whiteout(f"{head}/{WHITEOUT_PREFIX}{leaf}" if head else f"{WHITEOUT_PREFIX}{leaf}", layer=REWRITE_LAYER)
+    tree.hide(path, layer=REWRITE_LAYER)
 
 
 def rewrite(tree: Tree, *, init: bool) -> None:

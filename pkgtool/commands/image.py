@@ -66,9 +66,14 @@ def _usage() -> int:
 
 def _client_factory(registry: str | None) -> Any:
     """A factory for registry clients (imported lazily: HTTP libraries are heavy)."""
-    from pkgtool.assemble.image_build import default_client_factory
 
-    return default_client_factory(registry)
+    def make() -> Any:
+        from pkgtool import settings
+        from pkgtool.oci.registry import RegistryClient
+
+        return RegistryClient(settings.registry(registry))
+
+    return make
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -92,24 +97,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     outputs = build_image(
         [Path(f) for f in args.files], formats=formats, arch=args.arch, out_dir=Path(args.dir),
         name=args.name, cache=settings.cache_dir(args.cache_dir),
-        registry_client_factory=_lazy_factory(args.registry), progress=progress,
+        registry_client_factory=_client_factory(args.registry), progress=progress,
         allow_unpinned=args.allow_unpinned, compression=args.initrd_compression,
     )
     for path in outputs:
         print(path)
     return 0
-
-
-def _lazy_factory(registry: str | None) -> Any:
-    # Only a cold cache needs the registry; a warm pinned build never imports it.
-    made: list[Any] = []
-
-    def factory() -> Any:
-        if not made:
-            made.append(_client_factory(registry))
-        return made[0]()
-
-    return factory
 
 
 def _verify_images(args: argparse.Namespace, *, progress: Any = None) -> list[Any]:
@@ -165,15 +158,15 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def _resolver(args: argparse.Namespace) -> Any:
     """ref -> digest by pulling it into the cache (so the build that follows is warm)."""
     from pkgtool import settings
-    from pkgtool.assemble.image_build import registry_fetcher
     from pkgtool.oci.layout import Layout
+    from pkgtool.oci.transfer import pull
 
     layout = Layout(settings.cache_dir(args.cache_dir))
     layout.ensure()
-    fetch = registry_fetcher(layout, _client_factory(args.registry), None)
+    client = _client_factory(args.registry)()
 
     def resolve(ref: str) -> str:
-        digest: str = fetch(ref).digest
+        digest: str = pull(client, ref, layout).digest
         return digest
 
     return resolve

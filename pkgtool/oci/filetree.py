@@ -25,25 +25,20 @@ their names, so parents always precede their children and output is deterministi
 from __future__ import annotations
 
 import enum
-import gzip
-import io
 import os
-import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, TYPE_CHECKING, Protocol
 
-from pkgtool.errors import PkgtoolError, UsageError
-from pkgtool.spec.image import FileEntry, Id
+from pkgtool.errors import PkgtoolError
+
+if TYPE_CHECKING:
+    from pkgtool.oci.layer import Layer, LayerEntry
 
 _CHUNK = 1 << 20
 _MAX_SYMLINK_HOPS = 40
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 
 
 class Kind(enum.Enum):
@@ -83,6 +78,16 @@ def _read_range(fd: int, offset: int, size: int, what: str) -> Iterator[bytes]:
             raise PkgtoolError(f"{what}: content truncated (file changed underneath us?)")
         offset += len(chunk)
         yield chunk
+
+
+@dataclass(frozen=True)
+class SkippedContent:
+    """A file whose bytes a reader chose not to keep (see ``keep_content``); only its size."""
+
+    size: int
+
+    def chunks(self) -> Iterator[bytes]:
+        raise PkgtoolError("internal: reading a file whose content was not kept")
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ class _Node:
         self.children: dict[str, _Node] | None = {} if inode.kind is Kind.DIR else None
 
 
-def _dir_inode(mode: int = 0o755, uid: int = 0, gid: int = 0) -> Inode:
+def dir_inode(mode: int = 0o755, uid: int = 0, gid: int = 0) -> Inode:
     return Inode(Kind.DIR, mode=mode, uid=uid, gid=gid)
 
 
@@ -200,7 +205,7 @@ class Tree:
     """Paths (relative to the image root) mapped to :class:`Inode` metadata and content."""
 
     def __init__(self, *, store: SpillStore | None = None) -> None:
-        self._root = _Node(_dir_inode(), 0)
+        self._root = _Node(dir_inode(), 0)
         self._own_store = store is None
         self.store = store if store is not None else SpillStore()
 
@@ -246,13 +251,20 @@ class Tree:
             yield path, inode, nlink
 
     def _nodes(self, node: _Node, prefix: str) -> Iterator[tuple[str, _Node]]:
-        assert node.children is not None
-        for name in sorted(node.children, key=lambda n: n.encode("utf-8", "surrogateescape")):
-            child = node.children[name]
-            path = f"{prefix}{name}"
+        # Depth-first with an explicit stack: a hostile layer can nest thousands of
+        # directories, far past Python's recursion limit.
+        stack = [(prefix, _sorted_children(node))]
+        while stack:
+            base, children = stack[-1]
+            found = next(children, None)
+            if found is None:
+                stack.pop()
+                continue
+            name, child = found
+            path = f"{base}{name}"
             yield path, child
             if child.children is not None:
-                yield from self._nodes(child, path + "/")
+                stack.append((path + "/", _sorted_children(child)))
 
     # ------------------------------------------------------------------ placement
 
@@ -265,7 +277,7 @@ class Tree:
             if child is None or child.children is None:
                 if not create:
                     return None
-                child = _Node(_dir_inode(), 0)
+                child = _Node(dir_inode(), 0)
                 node.children[part] = child
             node = child
         return node
@@ -293,7 +305,7 @@ class Tree:
             if child is None:
                 if not create:
                     return None
-                child = _Node(_dir_inode(), layer)
+                child = _Node(dir_inode(), layer)
                 current.children[name] = child
             elif child.inode.kind is Kind.SYMLINK:
                 hops += 1
@@ -373,20 +385,27 @@ class Tree:
             raise PkgtoolError(f"{what}: hard link to directory {target!r} rejected")
         self.put(path, tnode.inode, root=root, layer=layer, what=what)
 
-    def whiteout(self, path: str, *, root: str = "", layer: int, what: str = "") -> None:
-        """Apply ``.wh.NAME`` or ``.wh..wh..opq`` at ``path``: hide lower layers' entries."""
+    def hide(self, path: str, *, root: str = "", layer: int, what: str = "") -> None:
+        """Remove ``path`` (and all below it) if a lower layer than ``layer`` put it there:
+        what an OCI whiteout does.  Entries of ``layer`` itself survive, as the spec says."""
         what = what or path
         parts = split_path(path, what)
+        if not parts:
+            raise PkgtoolError(f"{what}: a whiteout of the root")
         directory = self._resolve_dir(split_path(root, what), parts[:-1], create=False, layer=layer, what=what)
         if directory is None or directory.children is None:
             return  # nothing below to hide
-        name = parts[-1]
-        if name == OPAQUE_MARKER:
-            _prune_lower(directory, layer)
-            return
-        victim = directory.children.get(name[len(WHITEOUT_PREFIX):])
+        victim = directory.children.get(parts[-1])
         if victim is not None and victim.layer < layer:
-            del directory.children[name[len(WHITEOUT_PREFIX):]]
+            del directory.children[parts[-1]]
+
+    def make_opaque(self, path: str, *, root: str = "", layer: int, what: str = "") -> None:
+        """Hide everything lower layers put below directory ``path``: an opaque marker."""
+        what = what or path
+        directory = self._resolve_dir(split_path(root, what), split_path(path, what), create=False,
+                                      layer=layer, what=what)
+        if directory is not None and directory.children is not None:
+            _prune_lower(directory, layer)
 
     # ------------------------------------------------------------------ whole trees
 
@@ -412,57 +431,57 @@ class Tree:
         for path, node in other._nodes(other._root, ""):
             self.put(path, node.inode, root=at, what=f"{what}: {path}" if what else path, keep_dir_symlinks=keep_dir_symlinks)
 
-    def apply_layer(
-        self,
-        stream: IO[bytes],
-        *,
-        image: str,
-        layer: int,
-        root: str = "",
-        blob_path: Path | None = None,
-    ) -> None:
-        """Stream one layer tar (plain, gzip or zstd) into the tree.
+    def apply_layer(self, layer: Layer, *, number: int, root: str = "",
+                    keep_content: Callable[[str], bool] | None = None) -> None:
+        """Apply one layer to the tree (layer ``number`` of its image, counting from 1).
 
-        ``layer`` numbers must grow with each layer of the image (from 1).  If the layer is
-        an uncompressed tar and ``blob_path`` is the file ``stream`` reads from (from its
-        start), file contents are referenced in place instead of being copied.
+        ``number`` must grow with each layer of the image: whiteouts and opaque markers
+        only hide entries of lower layers.  A plain-tar layer whose blob is a local file
+        has its file contents referenced in place instead of copied.  With
+        ``keep_content``, only the regular files it accepts keep their bytes (the others
+        are metadata only), for readers that want a few files of a large image.
         """
-        raw, compressed = _decompressed(stream)
-        in_place = blob_path if not compressed else None
-        try:
-            with tarfile.open(fileobj=raw, mode="r|", errorlevel=2) as archive:
-                for info in archive:
-                    self._apply_member(archive, info, image=image, layer=layer, root=root, in_place=in_place)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise PkgtoolError(f"{image}: layer {layer}: not a readable tar layer: {exc}") from None
+        self.apply_entries(layer.entries(), number=number, root=root, in_place=layer.local_tar(),
+                           keep_content=keep_content, what=layer.what)
 
-    def _apply_member(self, archive: tarfile.TarFile, info: tarfile.TarInfo, *, image: str, layer: int, root: str, in_place: Path | None) -> None:
-        what = f"{image}: layer {layer}: entry {info.name!r}"
-        parts = split_path(info.name, what)
-        if not parts:
+    def apply_entries(self, entries: Iterable[LayerEntry], *, number: int, root: str = "",
+                      in_place: Path | None = None, keep_content: Callable[[str], bool] | None = None,
+                      what: str = "layer") -> None:
+        """Apply the entries of one layer's tar (see :meth:`apply_layer`); ``in_place`` is
+        the plain tar file they are read from, if their data may be referenced there."""
+        for entry in entries:
+            self._apply_entry(entry, layer=number, root=root, in_place=in_place,
+                              what=f"{what}: entry {entry.info.name[:200]!r}", keep_content=keep_content)
+
+    def _apply_entry(self, entry: LayerEntry, *, layer: int, root: str, in_place: Path | None, what: str,
+                     keep_content: Callable[[str], bool] | None) -> None:
+        info = entry.info
+        if not entry.path:
             return  # the layer's own "./": the root's metadata is ours to choose
-        name = parts[-1]
-        if name.startswith(WHITEOUT_PREFIX):
-            self.whiteout(info.name, root=root, layer=layer, what=what)
+        if entry.whiteout is not None:
+            self.hide(entry.whiteout, root=root, layer=layer, what=what)
+            return
+        if entry.opaque is not None:
+            self.make_opaque(entry.opaque, root=root, layer=layer, what=what)
             return
         xattrs = {
             k[len("SCHILY.xattr."):]: v.encode("utf-8", "surrogateescape")
             for k, v in sorted(info.pax_headers.items())
             if k.startswith("SCHILY.xattr.")
         }
-        inode = Inode(Kind.FILE, mode=info.mode & 0o7777, uid=info.uid, gid=info.gid, mtime=int(info.mtime), xattrs=xattrs)
+        inode = Inode(Kind.FILE, mode=info.mode & 0o7777, uid=info.uid, gid=info.gid, mtime=entry.mtime, xattrs=xattrs)
         if info.islnk():
             split_path(info.linkname, what)  # reject '..'/absolute before resolving
-            self.link(info.name, info.linkname, root=root, layer=layer, what=what)
+            self.link(entry.path, info.linkname, root=root, layer=layer, what=what)
             return
         if info.isreg():
             if info.size:
-                if in_place is not None:
+                if keep_content is not None and not keep_content(entry.path):
+                    inode.content = SkippedContent(info.size)
+                elif in_place is not None:
                     inode.content = FileRange(in_place, info.offset_data, info.size)
                 else:
-                    reader = archive.extractfile(info)
-                    assert reader is not None
-                    inode.content = self.store.put(reader, info.size, what=what)
+                    inode.content = self.store.put(entry.open(), info.size, what=what)
         elif info.isdir():
             inode.kind = Kind.DIR
         elif info.issym():
@@ -476,124 +495,25 @@ class Tree:
             inode.kind = Kind.FIFO
         else:
             raise PkgtoolError(f"{what}: unsupported tar entry type {info.type!r}")
-        self.put(info.name, inode, root=root, layer=layer, what=what)
+        self.put(entry.path, inode, root=root, layer=layer, what=what)
+
+
+def _sorted_children(node: _Node) -> Iterator[tuple[str, _Node]]:
+    assert node.children is not None
+    children = node.children
+    return ((name, children[name]) for name in sorted(children, key=lambda n: n.encode("utf-8", "surrogateescape")))
 
 
 def _prune_lower(directory: _Node, layer: int) -> None:
-    assert directory.children is not None
-    for name in list(directory.children):
-        child = directory.children[name]
-        if child.layer < layer:
-            del directory.children[name]
-        elif child.children is not None:
-            _prune_lower(child, layer)
-
-
-class _Prefixed(io.RawIOBase):
-    """A reader that replays already-peeked bytes before the rest of the stream."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head, self._rest = head, rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _decompressed(stream: IO[bytes]) -> tuple[IO[bytes], bool]:
-    """``stream`` as a plain tar stream, sniffing gzip and zstd by their magic numbers."""
-    head = stream.read(4)
-    joined = io.BufferedReader(_Prefixed(head, stream), buffer_size=_CHUNK)
-    if head.startswith(_GZIP_MAGIC):
-        return cast(IO[bytes], gzip.GzipFile(fileobj=joined, mode="rb")), True
-    if head.startswith(_ZSTD_MAGIC):
-        import zstandard  # only when a zstd layer shows up
-
-        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(joined)), True
-    return joined, False
-
-
-# --------------------------------------------------------------------------- helpers
-
-def ensure_console(tree: Tree) -> None:
-    """An initramfs needs ``/dev/console`` (char 5,1), or ``/init`` has nowhere to write."""
-    if tree.get("dev") is None:
-        tree.put("dev", _dir_inode())
-    if tree.get("dev/console") is None:
-        tree.put("dev/console", Inode(Kind.CHAR, mode=0o600, devmajor=5, devminor=1))
-
-
-def _dir_mode_for(mode: int) -> int:
-    """LinuxKit's mode for leading directories of a ``files:`` entry: add x where r/w is set."""
-    out = mode
-    for bits, x in ((0o700, 0o100), (0o070, 0o010), (0o007, 0o001)):
-        if mode & bits:
-            out |= x
-    return out
-
-
-def add_files(
-    tree: Tree,
-    files: Sequence[FileEntry],
-    *,
-    resolve_id: Callable[[Id], int],
-    metadata: Callable[[str], bytes] | None = None,
-    home: Path | None = None,
-) -> None:
-    """Apply the YAML ``files:`` section (LinuxKit's ``filesystem()``).
-
-    Missing leading directories are created with the entry's owner and a mode derived from
-    its mode; unlike LinuxKit, directories that already exist keep their metadata (LinuxKit
-    re-emits them, which chmods e.g. ``/etc`` to 0700 when a 0600 file goes into it).
-    """
-    for entry in files:
-        what = f"{entry.origin or entry.path}"
-        parts = split_path(entry.path.lstrip("/"), what)
-        if not parts:
-            raise UsageError(f"{what}: file path {entry.path!r} names the root")
-        mode = entry.mode if entry.mode is not None else (0o700 if entry.directory else 0o600)
-        uid = resolve_id(entry.uid) if entry.uid is not None else 0
-        gid = resolve_id(entry.gid) if entry.gid is not None else 0
-        inode = Inode(Kind.FILE, mode=mode, uid=uid, gid=gid)
-        if entry.directory:
-            inode.kind = Kind.DIR
-        elif entry.symlink:
-            inode.kind, inode.linkname = Kind.SYMLINK, entry.symlink
-        elif entry.contents is not None:
-            inode.content = BytesContent(entry.contents.encode("utf-8"))
-        elif entry.metadata is not None:
-            if metadata is None:
-                raise UsageError(f"{what}: metadata files are not available here")
-            inode.content = BytesContent(metadata(entry.metadata))
-        elif entry.source is not None:
-            source = _source_path(entry.source, entry.base_dir, home)
-            try:
-                with source.open("rb") as handle:
-                    size = os.fstat(handle.fileno()).st_size
-                    inode.content = tree.store.put(handle, size, what=f"{what}: {source}")
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-                if entry.optional:
-                    continue
-                raise UsageError(f"{what}: cannot read source {source}: {exc.strerror or exc}") from None
-        # Missing leading directories get the entry's owner and a mode derived from its mode.
-        for i in range(1, len(parts)):
-            lead = "/".join(parts[:i])
-            if tree.get(lead) is None:
-                tree.put(lead, _dir_inode(_dir_mode_for(mode), uid, gid), what=what)
-        tree.put("/".join(parts), inode, what=what)
-
-
-def _source_path(source: str, base_dir: Path, home: Path | None) -> Path:
-    if source.startswith("~/"):
-        return (home or Path.home()) / source[2:]
-    path = Path(source)
-    return path if path.is_absolute() else base_dir / path
+    """Remove what lower layers put below ``directory`` (an opaque marker), keeping what
+    ``layer`` itself wrote; iterative for the same reason as :meth:`Tree._nodes`."""
+    stack = [directory]
+    while stack:
+        node = stack.pop()
+        assert node.children is not None
+        for name in list(node.children):
+            child = node.children[name]
+            if child.layer < layer:
+                del node.children[name]
+            elif child.children is not None:
+                stack.append(child)

@@ -457,6 +457,12 @@ class Layout:
         the cache shares content between all of them)."""
         return self.open_blob(descriptor.digest)
 
+    def blob_file(self, descriptor: Descriptor) -> Path | None:
+        """The blob's file, if present (contents may be referenced in place: a blob never
+        changes once it has its name)."""
+        path = self.blob_path(descriptor.digest)
+        return path if path.is_file() else None
+
     def referrers(self, ref: Reference, *, artifact_type: str | None = None) -> list[Descriptor]:
         """What a pull of the OCI fallback tag ``sha256-<hex>`` stored, if anything."""
         if not ref.digest:

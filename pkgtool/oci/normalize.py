@@ -44,11 +44,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import io
 import tarfile
 import tempfile
 import urllib.parse
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,37 +54,24 @@ from typing import IO, Any
 
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci.compress import HashingWriter, Writable
+from pkgtool.oci.layer import (
+    DEFAULT_LIMITS,
+    LayerError,
+    LayerLimits,
+    bounded_tarinfo,
+    clean_path,
+    decompressed_chunks,
+    finite_mtime,
+    peek,
+    sniff,
+)
 
 TAR_FORMAT = tarfile.PAX_FORMAT
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1024 * 1024
 
 _XATTR_PREFIX = "SCHILY.xattr."
 _LIBARCHIVE_XATTR_PREFIX = "LIBARCHIVE.xattr."
-_EXTENSION_TYPES = frozenset({
-    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
-    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
-})
 _MAX_LINK_HOPS = 64
-
-
-class LayerError(PkgtoolError):
-    """A layer tar is malformed, hostile or over a size bound."""
-
-
-@dataclass(frozen=True)
-class LayerLimits:
-    """Bounds for untrusted layer input (defaults fit any real root file system)."""
-
-    max_bytes: int = 64 * 1024**3  # uncompressed tar
-    max_entries: int = 2_000_000
-    max_path_bytes: int = 4096  # PATH_MAX
-    max_header_extension: int = 1024 * 1024  # one pax / GNU long-name record block
-    max_xattr_bytes: int = 256 * 1024  # all extended attributes of one entry
-
-
-DEFAULT_LIMITS = LayerLimits()
 
 
 @dataclass(frozen=True)
@@ -94,92 +79,6 @@ class NormalizedLayer:
     diff_id: str  # sha256 of the normalized, uncompressed tar
     size: int  # bytes of the normalized, uncompressed tar
     entries: int  # 0 means the layer changes nothing
-
-
-# --------------------------------------------------------------------------- reading input
-
-
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses oversized pax / long-name records before tarfile reads them into memory."""
-
-    max_extension = DEFAULT_LIMITS.max_header_extension
-
-    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type in _EXTENSION_TYPES and self.size > self.max_extension:
-            raise LayerError(f"tar header extension of {self.size} bytes (limit {self.max_extension})")
-        return super()._proc_member(archive)  # type: ignore[misc, no-any-return]
-
-
-def bounded_tarinfo(limits: LayerLimits = DEFAULT_LIMITS) -> type[tarfile.TarInfo]:
-    """A ``tarinfo=`` class for ``tarfile.open`` that bounds header extensions."""
-    if limits.max_header_extension == _BoundedTarInfo.max_extension:
-        return _BoundedTarInfo
-    return type("_BoundedTarInfoCustom", (_BoundedTarInfo,), {"max_extension": limits.max_header_extension})
-
-
-def _peek(src: IO[bytes], n: int) -> tuple[bytes, IO[bytes]]:
-    """The first ``n`` bytes of ``src`` and a stream that still starts at them."""
-    if src.seekable():
-        pos = src.tell()
-        head = src.read(n)
-        src.seek(pos)
-        return head, src
-    head = src.read(n)
-    return head, io.BufferedReader(_Prefixed(head, src), _CHUNK)
-
-
-class _Prefixed(io.RawIOBase):
-    """``head`` followed by the rest of ``rest``: un-reads a peeked prefix."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        super().__init__()
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._head:
-            n = min(len(view), len(self._head))
-            view[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
-
-def _decompressing_chunks(src: Any, magic: bytes, what: str) -> Iterator[bytes]:
-    if magic.startswith(_GZIP_MAGIC):
-        dec = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-        try:
-            while chunk := src.read(_CHUNK):
-                # Bounded output per call: a small gzip bomb chunk cannot explode in memory.
-                data = dec.decompress(chunk, _CHUNK)
-                while data:
-                    yield data
-                    data = dec.decompress(dec.unconsumed_tail, _CHUNK)
-                if dec.eof:
-                    break
-            if not dec.eof:
-                raise LayerError(f"{what}: truncated gzip stream")
-        except zlib.error as exc:
-            raise LayerError(f"{what}: corrupt gzip stream ({exc})") from None
-        return
-    if magic.startswith(_ZSTD_MAGIC):
-        import zstandard
-
-        try:
-            with zstandard.ZstdDecompressor().stream_reader(src, closefd=False) as reader:
-                while chunk := reader.read(_CHUNK):
-                    yield chunk
-        except zstandard.ZstdError as exc:
-            raise LayerError(f"{what}: corrupt zstd stream ({exc})") from None
-        return
-    while chunk := src.read(_CHUNK):
-        yield chunk
 
 
 @contextlib.contextmanager
@@ -191,41 +90,29 @@ def _random_access(src: IO[bytes], *, what: str, limits: LayerLimits, spool_dir:
     spooled to a temp file, because sorting needs to read entries out of order.  If
     ``expect_diff_id`` is given the uncompressed input must hash to it.
     """
-    magic, stream = _peek(src, 4)
-    compressed = magic.startswith(_GZIP_MAGIC) or magic.startswith(_ZSTD_MAGIC)
-    if not compressed and stream.seekable():
+    head, stream = peek(src, 4)
+    if sniff(head) == "none" and stream.seekable():
         start = stream.tell()
         if expect_diff_id is not None:
-            _check_digest(_bounded_chunks(_decompressing_chunks(stream, b"", what), what, limits),
-                          expect_diff_id, what)
+            sha = hashlib.sha256()
+            for chunk in decompressed_chunks(stream, what=what, limits=limits):
+                sha.update(chunk)
+            _check_diff_id(sha, expect_diff_id, what)
             stream.seek(start)
         yield stream
         return
     with tempfile.TemporaryFile(dir=spool_dir, prefix=".pkgtool-tmp-layer-") as spool:
         sha = hashlib.sha256()
-        for chunk in _bounded_chunks(_decompressing_chunks(stream, magic, what), what, limits):
+        for chunk in decompressed_chunks(stream, what=what, limits=limits):
             sha.update(chunk)
             spool.write(chunk)
-        if expect_diff_id is not None and "sha256:" + sha.hexdigest() != expect_diff_id:
-            raise LayerError(f"{what}: content hashes to sha256:{sha.hexdigest()}, "
-                             f"not its diff_id {expect_diff_id}")
+        if expect_diff_id is not None:
+            _check_diff_id(sha, expect_diff_id, what)
         spool.seek(0)
         yield spool
 
 
-def _bounded_chunks(chunks: Iterator[bytes], what: str, limits: LayerLimits) -> Iterator[bytes]:
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        if total > limits.max_bytes:
-            raise LayerError(f"{what}: more than {limits.max_bytes} uncompressed bytes")
-        yield chunk
-
-
-def _check_digest(chunks: Iterator[bytes], expected: str, what: str) -> None:
-    sha = hashlib.sha256()
-    for chunk in chunks:
-        sha.update(chunk)
+def _check_diff_id(sha: Any, expected: str, what: str) -> None:
     if "sha256:" + sha.hexdigest() != expected:
         raise LayerError(f"{what}: content hashes to sha256:{sha.hexdigest()}, not its diff_id {expected}")
 
@@ -254,19 +141,6 @@ _KINDS = {
     tarfile.BLKTYPE: tarfile.BLKTYPE,
     tarfile.FIFOTYPE: tarfile.FIFOTYPE,
 }
-
-
-def clean_path(raw: str, *, what: str, limits: LayerLimits = DEFAULT_LIMITS) -> str:
-    """The canonical relative form of a tar path ('' for the root); hostile paths refused."""
-    if raw.startswith("/"):
-        raise LayerError(f"{what}: refusing absolute path {raw!r}")
-    parts = [p for p in raw.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise LayerError(f"{what}: refusing path with '..' component {raw!r}")
-    path = "/".join(parts)
-    if len(path.encode("utf-8", "surrogateescape")) > limits.max_path_bytes:
-        raise LayerError(f"{what}: path longer than {limits.max_path_bytes} bytes: {raw[:80]!r}...")
-    return path
 
 
 def _sort_key(path: str) -> tuple[bytes, ...]:
@@ -366,7 +240,7 @@ def _header(entry: _Entry, *, epoch: int, what: str, limits: LayerLimits) -> tar
     out.mode = src.mode & 0o7777
     out.uid, out.gid = src.uid, src.gid
     out.uname = out.gname = ""
-    out.mtime = max(0, min(int(src.mtime), epoch))
+    out.mtime = max(0, min(finite_mtime(src.mtime), epoch))
     out.pax_headers = _xattrs(src, what=what, limits=limits)
     if entry.kind == tarfile.REGTYPE:
         out.size = src.size

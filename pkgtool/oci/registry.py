@@ -188,8 +188,8 @@ class RegistryClient:
             try:
                 yield from client.iter_blob(ref.repository, descriptor.digest, expected_size=descriptor.size)
             except TransientError as exc:
-                raise RegistryError(f"registry {client.registry}: GET blob {ref.repository}@{descriptor.digest}: "
-                                    f"{exc.cause}") from None
+                raise exc.final(f"registry {client.registry}: GET blob {ref.repository}@{descriptor.digest}: "
+                                f"{exc.cause}") from None
 
         return chunk_file(chunks(), buffer_size=blobs.READ_CHUNK)
 

@@ -53,15 +53,10 @@ from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
 from pkgtool.oci.compress import Compression, DeterministicCompressor, HashingWriter
 from pkgtool.oci.descriptor import Descriptor, Platform, check_digest, sha256_digest
+from pkgtool.oci.layer import DEFAULT_LIMITS, LayerLimits, bounded_tarinfo, clean_path
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.manifest import build_manifest, parse_manifest, platform_matches
-from pkgtool.oci.normalize import (
-    DEFAULT_LIMITS,
-    LayerLimits,
-    bounded_tarinfo,
-    clean_path,
-    normalize_layer,
-)
+from pkgtool.oci.normalize import normalize_layer
 
 LAYER_MEDIA_TYPES: dict[str, str] = {
     "gzip": mediatypes.OCI_LAYER_GZIP,

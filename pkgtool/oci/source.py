@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from pkgtool.errors import PkgtoolError
@@ -135,9 +136,16 @@ class CachedSource:
         return found
 
     def blob(self, ref: Reference, descriptor: Descriptor) -> BinaryIO:
+        self.ensure_blob(ref, descriptor)
+        return self.layout.blob(ref, descriptor)
+
+    def ensure_blob(self, ref: Reference, descriptor: Descriptor) -> None:
+        """Download the blob into the cache unless it is there already."""
         if not self.layout.has_blob(descriptor.digest):
             self.remote(ref).download_blob(ref.repository, descriptor, self.layout)
-        return self.layout.blob(ref, descriptor)
+
+    def blob_file(self, descriptor: Descriptor) -> Path | None:
+        return self.layout.blob_file(descriptor)
 
     def referrers(self, ref: Reference, *, artifact_type: str | None = None) -> list[Descriptor]:
         # Signatures are added after an image is cached: only the registry knows them all.

@@ -37,6 +37,9 @@ from pkgtool.errors import PkgtoolError
 from pkgtool.jsonio import load_object
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
+from pkgtool.oci.layer import Layer
+from pkgtool.oci.reference import Reference
+from pkgtool.oci.source import CachedSource, ImageSource, config_descriptor, read_blob
 from pkgtool.sign.attach import (
     COSIGN_SIGN_PREDICATE_TYPE,
     AttestationLayer,
@@ -360,19 +363,17 @@ def _sbom(
     client: RegistryClient, repository: str, name: str, descriptor: Descriptor,
     platform: Platform | None, layout: Layout | None,
 ) -> bytes:
-    from pkgtool.sign.imagefiles import CacheOrRegistry
-
-    manifest = client.get_manifest(repository, descriptor.digest)
-    if manifest.is_index or manifest.config is None:
-        raise PkgtoolError(f"{name}@{descriptor.digest}: not an image manifest, cannot make an SBOM")
-    raw_config = client.get_blob_bytes(repository, manifest.config.digest, max_size=mediatypes.MAX_MANIFEST_BYTES)
-    config = load_object(raw_config, what=f"{name}@{descriptor.digest}: image config")
+    # Layers come from the cache when the build just put them there, else the registry.
+    source: ImageSource = CachedSource(layout, lambda: client) if layout is not None else client
+    ref = Reference(client.registry, repository, digest=descriptor.digest)
+    manifest = source.manifest(ref)
+    config_ref = config_descriptor(manifest, what=f"{name}@{descriptor.digest}: cannot make an SBOM")
+    config = load_object(read_blob(source, ref, config_ref, max_size=mediatypes.MAX_MANIFEST_BYTES),
+                         what=f"{name}@{descriptor.digest}: image config")
     if platform is None:
         platform = Platform(str(config.get("os") or "linux"), str(config.get("architecture") or "unknown"))
-    return image_sbom(
-        repository_name=name, manifest=descriptor, platform=platform, layers=manifest.layers,
-        config=config, source=CacheOrRegistry(client, repository, layout),
-    )
+    layers = Layer.of_image(source, ref, manifest.layers, config, image=f"{name}@{descriptor.digest}")
+    return image_sbom(repository_name=name, manifest=descriptor, platform=platform, layers=layers, config=config)
 
 
 def _platform_key(key: str) -> Platform:

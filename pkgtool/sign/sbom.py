@@ -30,8 +30,9 @@ from urllib.parse import quote
 from pkgtool import __version__
 from pkgtool.jsonio import hashed_json
 from pkgtool.oci.descriptor import Descriptor, Platform
+from pkgtool.oci.layer import Layer
 from pkgtool.sign.dpkg import DebPackage, LicenseInfo, copyright_licenses, parse_status
-from pkgtool.sign.imagefiles import BlobSource, read_files
+from pkgtool.sign.imagefiles import read_files
 
 SPDX_PREDICATE_TYPE = "https://spdx.dev/Document"  # what cosign attaches SPDX JSON as
 SPDX_VERSION = "SPDX-2.3"
@@ -90,12 +91,11 @@ def image_sbom(
     repository_name: str,
     manifest: Descriptor,
     platform: Platform,
-    layers: Sequence[Descriptor],
+    layers: Sequence[Layer],
     config: Mapping[str, Any],
-    source: BlobSource,
 ) -> bytes:
-    """The SPDX JSON document for one per-arch image, streamed from ``source``."""
-    files = read_files(layers, source, wanted=wanted, image=f"{repository_name}@{manifest.digest}")
+    """The SPDX JSON document for one per-arch image, streamed from its layers."""
+    files = read_files(layers, wanted=wanted, image=f"{repository_name}@{manifest.digest}")
     return spdx_document(
         repository_name=repository_name, manifest_digest=manifest.digest, platform=platform,
         packages=installed_packages(files), files=files, created=created_time(config),

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pkgtool.assemble.cpio import compressor, write_cpio
-from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree, ensure_console
+from pkgtool.assemble.files import ensure_console
+from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

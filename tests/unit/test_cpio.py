@@ -16,9 +16,10 @@ import pytest
 import zstandard
 
 from pkgtool.assemble.cpio import compressor, source_date_epoch, write_cpio
+from pkgtool.assemble.files import ensure_console
 from pkgtool.assemble.tarwriter import write_tar
 from pkgtool.errors import UsageError
-from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree, ensure_console
+from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree
 
 EPOCH = 1_700_000_000
 

@@ -8,33 +8,28 @@ import io
 import json
 import tarfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 import signkit
 import zstandard
 from imagekit import layer_tar
+from ocikit import REF, MemorySource
 
 from pkgtool.errors import CacheError, PkgtoolError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
+from pkgtool.oci.layer import Layer
 from pkgtool.oci.layout import Layout
 from pkgtool.sign import dpkg, imagefiles, sbom
 
 DIGEST = "sha256:" + "4e" * 32
 
 
-class MemorySource:
-    def __init__(self, blobs: dict[str, bytes]) -> None:
-        self.blobs = blobs
-
-    def open(self, descriptor: Descriptor) -> IO[bytes]:
-        return io.BufferedReader(io.BytesIO(self.blobs[descriptor.digest]))  # type: ignore[arg-type]
-
-
-def _layers(*datas: bytes, media_type: str = mediatypes.OCI_LAYER_GZIP) -> tuple[list[Descriptor], MemorySource]:
-    descriptors = [Descriptor.for_bytes(media_type, d) for d in datas]
-    return descriptors, MemorySource({d.digest: data for d, data in zip(descriptors, datas, strict=True)})
+def _layers(*datas: bytes, media_type: str = mediatypes.OCI_LAYER_GZIP) -> list[Layer]:
+    source = MemorySource()
+    descriptors = [source.add(d, media_type) for d in datas]
+    return Layer.of_image(source, REF, descriptors, None, image="img")
 
 
 # --------------------------------------------------------------------------- dpkg
@@ -114,11 +109,10 @@ def test_layers_apply_whiteouts_opaque_dirs_and_replacements() -> None:
         ("usr/share/doc/.wh..wh..opq", "file", b"", 0o644),  # opaque: lower docs are gone
         ("usr/share/doc/f/copyright", "file", b"F", 0o644),
     ])
-    layers, source = _layers(lower, upper, top)
-    files = imagefiles.read_files(layers, source, wanted=sbom.wanted)
+    files = imagefiles.read_files(_layers(lower, upper, top), wanted=sbom.wanted)
     assert files == {"var/lib/dpkg/status.d/a": b"A2", "usr/share/doc/f/copyright": b"F"}
     # Entries of one layer never hide each other: a whiteout and a new file side by side.
-    files = imagefiles.read_files(*_layers(lower, upper), wanted=sbom.wanted)
+    files = imagefiles.read_files(_layers(lower, upper), wanted=sbom.wanted)
     assert files == {"var/lib/dpkg/status.d/a": b"A2", "usr/share/doc/d/copyright": b"D",
                      "usr/share/doc/e/copyright": b"E"}
 
@@ -129,7 +123,7 @@ def test_layers_of_every_compression() -> None:
         (raw, mediatypes.OCI_LAYER),
         (zstandard.ZstdCompressor().compress(raw), mediatypes.OCI_LAYER_ZSTD),
     ):
-        assert imagefiles.read_files(*_layers(data, media_type=media_type), wanted=sbom.wanted) == {
+        assert imagefiles.read_files(_layers(data, media_type=media_type), wanted=sbom.wanted) == {
             "var/lib/dpkg/status": b"S"
         }
 
@@ -143,18 +137,18 @@ def test_hard_link_to_a_wanted_file() -> None:
         link = tarfile.TarInfo("var/lib/dpkg/status.d/b")
         link.type, link.linkname = tarfile.LNKTYPE, "var/lib/dpkg/status.d/a"
         tf.addfile(link)
-    files = imagefiles.read_files(*_layers(buffer.getvalue(), media_type=mediatypes.OCI_LAYER), wanted=sbom.wanted)
+    files = imagefiles.read_files(_layers(buffer.getvalue(), media_type=mediatypes.OCI_LAYER), wanted=sbom.wanted)
     assert files == {"var/lib/dpkg/status.d/a": b"A", "var/lib/dpkg/status.d/b": b"A"}
 
 
 def test_hostile_layers_are_refused() -> None:
     climbing = layer_tar([("../etc/passwd", "file", b"x", 0o644)])
-    with pytest.raises(PkgtoolError, match="climbs out of the root"):
-        imagefiles.read_files(*_layers(climbing), wanted=sbom.wanted)
-    with pytest.raises(PkgtoolError, match="not a readable tar layer"):
-        imagefiles.read_files(*_layers(b"\x1f\x8bnot gzip at all"), wanted=sbom.wanted)
+    with pytest.raises(PkgtoolError, match=r"refusing path with '\.\.' component"):
+        imagefiles.read_files(_layers(climbing), wanted=sbom.wanted)
+    with pytest.raises(PkgtoolError, match="img: layer 1: corrupt gzip stream"):
+        imagefiles.read_files(_layers(b"\x1f\x8bnot gzip at all"), wanted=sbom.wanted)
     with pytest.raises(PkgtoolError, match="unsupported media type"):
-        imagefiles.read_files(*_layers(b"x", media_type="application/octet-stream"), wanted=sbom.wanted)
+        imagefiles.read_files(_layers(b"x", media_type="application/octet-stream"), wanted=sbom.wanted)
 
 
 def test_layer_from_the_cache_is_digest_checked(tmp_path: Path) -> None:
@@ -164,11 +158,8 @@ def test_layer_from_the_cache_is_digest_checked(tmp_path: Path) -> None:
     digest = layout.write_blob(data)
     descriptor = Descriptor(mediatypes.OCI_LAYER_GZIP, digest, len(data))
 
-    class Cache:
-        def open(self, d: Descriptor) -> IO[bytes]:
-            return layout.open_blob(d.digest)
-
-    assert imagefiles.read_files([descriptor], Cache(), wanted=sbom.wanted) == {"var/lib/dpkg/status": b"S"}
+    layers = [Layer(descriptor, layout, REF, what="img: layer 1")]
+    assert imagefiles.read_files(layers, wanted=sbom.wanted) == {"var/lib/dpkg/status": b"S"}
     # Corrupt the stored blob (same length, valid gzip): the read must fail, not use it.
     other = layer_tar([("var/lib/dpkg/status", "file", b"T", 0o644)])
     assert len(other) == len(data)
@@ -176,18 +167,18 @@ def test_layer_from_the_cache_is_digest_checked(tmp_path: Path) -> None:
     path.chmod(0o644)
     path.write_bytes(other)
     with pytest.raises(CacheError):
-        imagefiles.read_files([descriptor], Cache(), wanted=sbom.wanted)
+        imagefiles.read_files(layers, wanted=sbom.wanted)
 
 
 # --------------------------------------------------------------------------- SPDX
 
 
 def _document(arch: str = "amd64", digest: str = DIGEST, config: dict[str, Any] | None = None) -> bytes:
-    layers, source = _layers(*signkit.debian_layers(arch))
+    layers = _layers(*signkit.debian_layers(arch))
     return sbom.image_sbom(
         repository_name="127.0.0.1:5000/pkgtool/test", manifest=Descriptor(mediatypes.OCI_MANIFEST, digest, 1),
         platform=Platform("linux", arch), layers=layers,
-        config=config if config is not None else {"created": "2024-01-02T03:04:05Z"}, source=source,
+        config=config if config is not None else {"created": "2024-01-02T03:04:05Z"},
     )
 
 

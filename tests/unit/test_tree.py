@@ -10,17 +10,21 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from ocikit import REF, make_layer
 
+from pkgtool.assemble.files import add_files, ensure_console
 from pkgtool.errors import PkgtoolError, UsageError
+from pkgtool.oci import mediatypes
+from pkgtool.oci.descriptor import Descriptor
 from pkgtool.oci.filetree import (
     FileRange,
     Inode,
     Kind,
     SpillContent,
     Tree,
-    add_files,
-    ensure_console,
 )
+from pkgtool.oci.layer import Layer
+from pkgtool.oci.layout import Layout
 from pkgtool.spec.image import parse_image_spec
 from pkgtool.yamlload import parse_yaml
 
@@ -62,7 +66,7 @@ def layer(members: Sequence[Member], *, compress: str = "none") -> bytes:
 
 def apply(tree: Tree, layers: Sequence[Sequence[Member]], *, image: str = "img", root: str = "") -> None:
     for i, members in enumerate(layers, start=1):
-        tree.apply_layer(io.BytesIO(layer(members)), image=image, layer=i, root=root)
+        tree.apply_layer(make_layer(layer(members), what=f"{image}: layer {i}"), number=i, root=root)
 
 
 def paths(tree: Tree) -> list[str]:
@@ -95,15 +99,17 @@ def test_layers_stream_into_tree_with_metadata(tree: Tree) -> None:
 @pytest.mark.parametrize("compress", ["gzip", "zstd"])
 def test_compressed_layers(tree: Tree, compress: str) -> None:
     big = bytes(range(256)) * 9000  # > 1 chunk
-    tree.apply_layer(io.BytesIO(layer([("a/big", "file", big)], compress=compress)), image="i", layer=1)
+    tree.apply_layer(make_layer(layer([("a/big", "file", big)], compress=compress)), number=1)
     assert tree.read("a/big") == big
 
 
 def test_uncompressed_blob_is_referenced_in_place(tree: Tree, tmp_path: Path) -> None:
-    blob = tmp_path / "blob"
-    blob.write_bytes(layer([("x", "file", b"in place"), ("y", "file", b"")]))
-    with blob.open("rb") as f:
-        tree.apply_layer(f, image="i", layer=1, blob_path=blob)
+    cache = Layout(tmp_path / "cache")
+    cache.ensure()
+    data = layer([("x", "file", b"in place"), ("y", "file", b"")])
+    descriptor = Descriptor.for_bytes(mediatypes.OCI_LAYER, data)
+    cache.write_blob(data)
+    tree.apply_layer(Layer(descriptor, cache, REF, what="i: layer 1"), number=1)
     x = tree.get("x")
     assert x is not None and isinstance(x.content, FileRange) and tree.read("x") == b"in place"
     assert tree.read("y") == b""
@@ -231,9 +237,9 @@ def test_overlay_grafts_and_later_images_win(tree: Tree) -> None:
 def test_corrupt_layer_is_a_clean_error(tree: Tree) -> None:
     data = layer([("a", "file", b"x" * 5000)])
     with pytest.raises(PkgtoolError, match="img: layer 1"):
-        tree.apply_layer(io.BytesIO(data[:1500]), image="img", layer=1)
+        tree.apply_layer(make_layer(data[:1500], what="img: layer 1"), number=1)
     with pytest.raises(PkgtoolError, match="img: layer 2"):
-        tree.apply_layer(io.BytesIO(gzip.compress(b"not a tar at all" * 100)), image="img", layer=2)
+        tree.apply_layer(make_layer(gzip.compress(b"not a tar at all" * 100), what="img: layer 2"), number=2)
 
 
 def _files(text: str, base: Path) -> tuple:  # type: ignore[type-arg]

@@ -1,4 +1,4 @@
-"""Normalized layer tars and deterministic compression (pkgtool.oci.normalize)."""
+"""Normalized layer tars and deterministic compression (pkgtool.oci.normalize, pkgtool.oci.compress)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,8 @@ import pytest
 import zstandard
 
 from pkgtool.oci.compress import DeterministicCompressor, HashingWriter, compress_deterministic
-from pkgtool.oci.normalize import (
-    DEFAULT_LIMITS,
-    LayerError,
-    LayerLimits,
-    NormalizedLayer,
-    normalize_layer,
-)
+from pkgtool.oci.layer import DEFAULT_LIMITS, LayerError, LayerLimits
+from pkgtool.oci.normalize import NormalizedLayer, normalize_layer
 
 EPOCH = 1_700_000_000
 CAP = b"\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xfe"
