@@ -83,7 +83,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     verifier, policy = trust_from_args(args)
     try:
         with RegistryClient(settings.registry(args.registry)) as client:
-            report = verify_reference(client, args.reference, verifier=verifier, policy=policy)
+            report = verify_reference(client, args.reference, verifier=verifier, policy=policy,
+                                      default_registry=client.registry)
     except PkgtoolError as exc:
         if args.output == "json":
             # A machine reader gets a verdict on stdout too; the CLI prints the error line.

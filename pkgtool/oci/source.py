@@ -76,6 +76,14 @@ def read_blob(source: ImageSource, ref: Reference, descriptor: Descriptor, *, ma
     return data
 
 
+def manifest_or_none(source: ImageSource, ref: Reference) -> Manifest | None:
+    """The manifest ``ref`` names, or None when the source has none there."""
+    try:
+        return source.manifest(ref)
+    except NotFoundError:
+        return None
+
+
 def config_descriptor(manifest: Manifest, *, what: str) -> Descriptor:
     """The config of an image manifest (an index has none)."""
     if manifest.is_index or manifest.config is None:

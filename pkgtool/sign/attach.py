@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from pkgtool.errors import PkgtoolError
+from pkgtool.errors import DigestMismatchError, PkgtoolError
 from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, check_digest, sha256_digest
+from pkgtool.oci.reference import Reference
+from pkgtool.oci.source import ImageSource, manifest_or_none, read_blob
 from pkgtool.sign import SignatureError
 from pkgtool.sign.bundle import BUNDLE_MEDIA_TYPE
 from pkgtool.sign.dsse import ENVELOPE_MEDIA_TYPE, Envelope, verify_bytes
@@ -177,35 +178,13 @@ def bundle_referrer(
 # --------------------------------------------------------------------------- registry side
 
 
-class Registry(Protocol):
-    """The registry client operations attaching needs (pkgtool.oci.registry provides them)."""
-
-    def push_blob_bytes(self, repository: str, data: bytes) -> Any: ...
-
-    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> Any: ...
-
-    def get_manifest_bytes_or_none(self, repository: str, reference: str) -> bytes | None: ...
-
-    def get_blob_bytes(self, repository: str, digest: str, *, max_size: int) -> bytes: ...
-
-    def add_referrer(self, repository: str, subject: Descriptor, referrer: Descriptor) -> Any: ...
-
-    def list_referrers(
-        self, repository: str, digest: str, *, artifact_type: str | None = None
-    ) -> list[Descriptor]: ...
-
-
 if TYPE_CHECKING:
     from pkgtool.oci.registry import RegistryClient
     from pkgtool.sign.signer import Signer
 
-    def _client_is_a_registry(client: RegistryClient) -> Registry:
-        # mypy proves here that the real client satisfies the protocol.
-        return client
-
 
 def sign_image(
-    client: Registry, *, repository: str, docker_reference: str, digest: str, key: PrivateKey
+    client: RegistryClient, *, repository: str, docker_reference: str, digest: str, key: PrivateKey
 ) -> Descriptor:
     """Sign ``digest`` the classic cosign way with ``key`` and attach it at ``sha256-<hex>.sig``."""
     from pkgtool.sign.signer import KeySigner
@@ -218,7 +197,7 @@ def sign_image(
 
 
 def attach_signature(
-    client: Registry, *, repository: str, docker_reference: str, digest: str, signer: Signer
+    client: RegistryClient, *, repository: str, docker_reference: str, digest: str, signer: Signer
 ) -> tuple[Descriptor, bool]:
     """Sign ``digest`` the classic cosign way and attach it at ``sha256-<hex>.sig``.
 
@@ -240,7 +219,7 @@ def attach_signature(
         return signer.owns_signature(payload, signature, annotations)
 
     tag = signature_tag(digest)
-    if any(already_signed(layer) for layer in _existing_layers(client, repository, tag)):
+    if any(already_signed(layer) for layer in _existing_layers(client, Reference(client.registry, repository), tag)):
         return _current_descriptor(client, repository, tag), False
     signed = signer.sign_simple_signing(payload)
     layer = signature_layer(payload, signed.signature, annotations=signed.annotations)
@@ -248,7 +227,7 @@ def attach_signature(
 
 
 def attach_attestation(
-    client: Registry,
+    client: RegistryClient,
     *,
     repository: str,
     digest: str,
@@ -264,7 +243,7 @@ def attach_attestation(
 
 
 def attach_bundle(
-    client: Registry, *, repository: str, subject: Descriptor, bundle: bytes, predicate_type: str
+    client: RegistryClient, *, repository: str, subject: Descriptor, bundle: bytes, predicate_type: str
 ) -> Descriptor:
     """Push a Sigstore bundle as an OCI 1.1 referrer of ``subject``; return its descriptor."""
     artifact = bundle_referrer(bundle, subject=subject, predicate_type=predicate_type)
@@ -279,9 +258,9 @@ def attach_bundle(
 
 
 def _append_layer(
-    client: Registry, repository: str, tag: str, layer: Descriptor, blob: bytes
+    client: RegistryClient, repository: str, tag: str, layer: Descriptor, blob: bytes
 ) -> Descriptor:
-    layers = _existing_layers(client, repository, tag)
+    layers = _existing_layers(client, Reference(client.registry, repository), tag)
     if not any(_same_layer(existing, layer) for existing in layers):
         client.push_blob_bytes(repository, blob)
         layers.append(layer)
@@ -291,28 +270,26 @@ def _append_layer(
     return Descriptor.for_bytes(mediatypes.OCI_MANIFEST, manifest)
 
 
-def _current_descriptor(client: Registry, repository: str, tag: str) -> Descriptor:
-    data = client.get_manifest_bytes_or_none(repository, tag)
-    if data is None:
+def _current_descriptor(client: RegistryClient, repository: str, tag: str) -> Descriptor:
+    found = manifest_or_none(client, Reference(client.registry, repository, tag=tag))
+    if found is None:
         raise PkgtoolError(f"{repository}:{tag} disappeared while signing")
-    return Descriptor.for_bytes(mediatypes.OCI_MANIFEST, data)
+    return Descriptor.for_bytes(mediatypes.OCI_MANIFEST, found.data)
 
 
-def _existing_layers(client: Registry, repository: str, tag: str) -> list[Descriptor]:
-    data = client.get_manifest_bytes_or_none(repository, tag)
-    if data is None:
-        return []
+def _existing_layers(source: ImageSource, image: Reference, tag: str) -> list[Descriptor]:
+    """The layers of the cosign manifest at ``tag`` of ``image``'s repository ([] if none)."""
     try:
-        document = json.loads(data)
-        raw_layers = document["layers"]
-        if not isinstance(raw_layers, list):
-            raise TypeError("layers is not a list")
-        return [Descriptor.from_json(layer) for layer in raw_layers]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PkgtoolError(
-            f"{repository}:{tag} exists but is not a cosign signature manifest; refusing to "
-            "overwrite it"
-        ) from exc
+        found = manifest_or_none(source, image.with_tag(tag))
+    except PkgtoolError as exc:
+        raise PkgtoolError(f"{image.name}:{tag} exists but is not a cosign signature manifest ({exc}); "
+                           "refusing to use or overwrite it") from None
+    if found is None:
+        return []
+    if found.is_index:
+        raise PkgtoolError(f"{image.name}:{tag} exists but is not a cosign signature manifest; "
+                           "refusing to use or overwrite it")
+    return list(found.layers)
 
 
 def _same_layer(a: Descriptor, b: Descriptor) -> bool:
@@ -331,10 +308,11 @@ class ClassicSignature:
     annotations: dict[str, str] | None = None
 
 
-def read_classic_signatures(client: Registry, *, repository: str, digest: str) -> list[ClassicSignature]:
-    """Every simple-signing layer at ``sha256-<hex>.sig``, blobs digest-checked by the client."""
+def read_classic_signatures(source: ImageSource, image: Reference, *, digest: str) -> list[ClassicSignature]:
+    """Every simple-signing layer at ``sha256-<hex>.sig`` in ``image``'s repository, blobs
+    digest-checked by the source."""
     result = []
-    for layer in _existing_layers(client, repository, signature_tag(digest)):
+    for layer in _existing_layers(source, image, signature_tag(digest)):
         if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE:
             continue
         encoded = (layer.annotations or {}).get(SIGNATURE_ANNOTATION, "")
@@ -342,9 +320,7 @@ def read_classic_signatures(client: Registry, *, repository: str, digest: str) -
             signature = base64.b64decode(encoded, validate=True)
         except binascii.Error:
             continue  # a malformed layer proves nothing; deny-by-default happens below
-        payload = client.get_blob_bytes(repository, layer.digest, max_size=MAX_SIGNATURE_LAYER_BYTES)
-        if sha256_digest(payload) != layer.digest:
-            raise SignatureError(f"signature layer {layer.digest} does not match its digest")
+        payload = _layer_bytes(source, image, layer, what="signature layer")
         result.append(ClassicSignature(payload, signature, dict(layer.annotations or {})))
     return result
 
@@ -386,47 +362,46 @@ class AttestationLayer:
         return self.annotations.get(PREDICATE_TYPE_ANNOTATION, "")
 
 
-def read_attestation_layers(client: Registry, *, repository: str, digest: str) -> list[AttestationLayer]:
+def read_attestation_layers(source: ImageSource, image: Reference, *, digest: str) -> list[AttestationLayer]:
     """Every DSSE envelope at ``sha256-<hex>.att`` with its layer annotations (unverified)."""
     found = []
-    for layer in _existing_layers(client, repository, attestation_tag(digest)):
+    for layer in _existing_layers(source, image, attestation_tag(digest)):
         if layer.media_type != ENVELOPE_MEDIA_TYPE:
             continue
-        blob = client.get_blob_bytes(repository, layer.digest, max_size=MAX_SIGNATURE_LAYER_BYTES)
-        if sha256_digest(blob) != layer.digest:
-            raise SignatureError(f"attestation layer {layer.digest} does not match its digest")
+        blob = _layer_bytes(source, image, layer, what="attestation layer")
         found.append(AttestationLayer(Envelope.from_json(blob), dict(layer.annotations or {})))
     return found
 
 
-def read_attestations(client: Registry, *, repository: str, digest: str) -> list[Envelope]:
+def read_attestations(source: ImageSource, image: Reference, *, digest: str) -> list[Envelope]:
     """Every DSSE envelope at ``sha256-<hex>.att`` (unverified: pass them to dsse.verify)."""
-    return [found.envelope for found in read_attestation_layers(client, repository=repository, digest=digest)]
+    return [found.envelope for found in read_attestation_layers(source, image, digest=digest)]
 
 
-def read_bundles(client: Registry, *, repository: str, digest: str) -> list[bytes]:
+def read_bundles(source: ImageSource, image: Reference, *, digest: str) -> list[bytes]:
     """The Sigstore bundles attached to ``digest`` as referrers (unverified bundle JSON)."""
     bundles = []
-    for referrer in client.list_referrers(repository, digest, artifact_type=BUNDLE_MEDIA_TYPE):
-        data = client.get_manifest_bytes_or_none(repository, referrer.digest)
-        if data is None:
-            continue  # listed but deleted since: nothing to verify
-        if sha256_digest(data) != referrer.digest:
-            raise SignatureError(f"referrer manifest {referrer.digest} does not match its digest")
+    for referrer in source.referrers(image.with_digest(digest), artifact_type=BUNDLE_MEDIA_TYPE):
         try:
-            manifest = json.loads(data)
-            layers = [Descriptor.from_json(layer) for layer in manifest["layers"]]
-            subject = Descriptor.from_json(manifest["subject"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SignatureError(f"referrer manifest {referrer.digest} is malformed") from exc
-        if subject.digest != digest:
+            manifest = manifest_or_none(source, image.with_digest(referrer.digest))
+        except PkgtoolError as exc:
+            raise SignatureError(f"referrer manifest {referrer.digest} is malformed ({exc})") from None
+        if manifest is None:
+            continue  # listed but deleted since: nothing to verify
+        if manifest.subject is None or manifest.is_index:
+            raise SignatureError(f"referrer manifest {referrer.digest} is malformed (no subject)")
+        if manifest.subject.digest != digest:
             # A referrers index may be stale or forged; the manifest's own subject decides.
             continue
-        for layer in layers:
-            if layer.media_type != BUNDLE_MEDIA_TYPE:
-                continue
-            blob = client.get_blob_bytes(repository, layer.digest, max_size=MAX_SIGNATURE_LAYER_BYTES)
-            if sha256_digest(blob) != layer.digest:
-                raise SignatureError(f"bundle blob {layer.digest} does not match its digest")
-            bundles.append(blob)
+        for layer in manifest.layers:
+            if layer.media_type == BUNDLE_MEDIA_TYPE:
+                bundles.append(_layer_bytes(source, image, layer, what="bundle blob"))
     return bundles
+
+
+def _layer_bytes(source: ImageSource, image: Reference, layer: Descriptor, *, what: str) -> bytes:
+    """A signature, attestation or bundle blob, size-bounded and checked against its digest."""
+    try:
+        return read_blob(source, image, layer, max_size=MAX_SIGNATURE_LAYER_BYTES)
+    except DigestMismatchError:
+        raise SignatureError(f"{what} {layer.digest} does not match its digest") from None

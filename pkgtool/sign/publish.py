@@ -228,10 +228,9 @@ class _Existing:
     """What is attached to one digest already (read once, extended as we attach)."""
 
     def __init__(self, client: RegistryClient, repository: str, digest: str) -> None:
-        self.bundles = read_bundles(client, repository=repository, digest=digest)
-        self.layers: list[AttestationLayer] = read_attestation_layers(
-            client, repository=repository, digest=digest
-        )
+        image = Reference(client.registry, repository)
+        self.bundles = read_bundles(client, image, digest=digest)
+        self.layers: list[AttestationLayer] = read_attestation_layers(client, image, digest=digest)
 
     def has_bundle(self, payload: bytes, signer: Signer) -> bool:
         return any(bundle_payload(b) == payload and signer.owns_bundle(b) for b in self.bundles)

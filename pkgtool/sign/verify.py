@@ -31,6 +31,7 @@ from pkgtool.errors import PkgtoolError
 from pkgtool.jsonio import object_or_none
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
+from pkgtool.oci.reference import Reference
 from pkgtool.sign import SignatureError
 from pkgtool.sign.attach import (
     COSIGN_SIGN_PREDICATE_TYPE,
@@ -53,7 +54,7 @@ from pkgtool.sign.sbom import SPDX_PREDICATE_TYPE, check_sbom
 from pkgtool.sign.verifiers import Verifier, is_key_based, trusted_key_hints
 
 if TYPE_CHECKING:
-    from pkgtool.oci.registry import RegistryClient
+    from pkgtool.oci.source import ImageSource
 
 KIND_PREDICATES = {"slsa-provenance": SLSA_PROVENANCE_V1, "spdx": SPDX_PREDICATE_TYPE}
 
@@ -116,20 +117,26 @@ class _Found:
 
 
 def verify_reference(
-    client: RegistryClient,
+    source: ImageSource,
     reference: str,
     *,
     verifier: Verifier,
     policy: Policy,
+    default_registry: str | None = None,
 ) -> VerifyReport:
-    """Verify ``reference`` (tag or digest) and return what was checked; raise on failure."""
+    """Verify ``reference`` (tag or digest) and return what was checked; raise on failure.
+
+    Everything is read through ``source``: the registry, or a cache that holds the image
+    with its signatures.  A reference without a registry uses ``default_registry``.
+    """
+    from pkgtool import settings
     from pkgtool.oci.reference import parse_reference
 
-    ref = parse_reference(reference, default_registry=client.registry)
-    client = client.for_registry(ref.registry)
-    root = client.get_manifest(ref.repository, ref.locator)
+    ref = parse_reference(reference, default_registry=default_registry or settings.registry())
+    image = Reference(ref.registry, ref.repository)
+    root = source.manifest(ref)
     if ref.digest and root.digest != ref.digest:
-        raise SignatureError(f"{ref}: registry returned {root.digest}")
+        raise SignatureError(f"{ref}: the source returned {root.digest}")
     report = VerifyReport(reference=ref.name, root=root.digest, signer=verifier.description, policy=policy.source)
     manifests: list[tuple[str, Descriptor]] = []
     if root.is_index:
@@ -149,7 +156,7 @@ def verify_reference(
     targets = [root.descriptor, *[d for _p, d in manifests if d.digest != root.digest]]
     key_based = is_key_based(verifier)
     for target in targets:
-        found = _verify_digest(client, ref.repository, target.digest, verifier=verifier, policy=policy, report=report)
+        found = _verify_digest(source, image, target.digest, verifier=verifier, policy=policy, report=report)
         # Provenance that is there is always held to the policy, required or not.
         if "slsa-provenance" in policy.attestations or _has(found, SLSA_PROVENANCE_V1):
             _check_provenance(target.digest, found, policy=policy, report=report)
@@ -168,11 +175,11 @@ def _has(found: _Found, predicate_type: str) -> bool:
 
 
 def _verify_digest(
-    client: RegistryClient, repository: str, digest: str, *, verifier: Verifier, policy: Policy,
+    source: ImageSource, image: Reference, digest: str, *, verifier: Verifier, policy: Policy,
     report: VerifyReport,
 ) -> _Found:
     found = _Found()
-    for data in read_bundles(client, repository=repository, digest=digest):
+    for data in read_bundles(source, image, digest=digest):
         claimed = _peek_predicate(data)
         try:
             envelope = verifier.verify_bundle(data)
@@ -187,7 +194,7 @@ def _verify_digest(
             report.ignored.append(Check(digest, f"bundle ({claimed or 'unknown predicate'})", str(exc)))
             continue
         _accept(found, "bundle", envelope, digest, report)
-    for layer in read_attestation_layers(client, repository=repository, digest=digest):
+    for layer in read_attestation_layers(source, image, digest=digest):
         claimed = layer.predicate_type or _peek_type(layer.envelope.payload)
         try:
             envelope = verifier.verify_attestation_layer(layer.envelope, layer.annotations)
@@ -207,7 +214,7 @@ def _verify_digest(
             )
         report.passed(digest, "signature (Sigstore bundle)", f"verified with {verifier.description}")
     if "cosign" in policy.signatures:
-        detail = _verify_classic(client, repository, digest, verifier=verifier)
+        detail = _verify_classic(source, image, digest, verifier=verifier)
         report.passed(digest, "signature (cosign .sig)", detail)
     return found
 
@@ -229,8 +236,8 @@ def _accept(found: _Found, shape: str, envelope: Envelope, digest: str, report: 
     found.statements.append((shape, statement))
 
 
-def _verify_classic(client: RegistryClient, repository: str, digest: str, *, verifier: Verifier) -> str:
-    signatures = read_classic_signatures(client, repository=repository, digest=digest)
+def _verify_classic(source: ImageSource, image: Reference, digest: str, *, verifier: Verifier) -> str:
+    signatures = read_classic_signatures(source, image, digest=digest)
     if not signatures:
         raise SignatureError(f"{digest}: signature check failed: no cosign signature at the .sig tag (image is unsigned)")
     other: str | None = None
@@ -384,7 +391,7 @@ def _peek_type(payload: bytes) -> str:
 
 
 def verify_pinned_images(
-    client: RegistryClient, references: Sequence[str], *, verifier: Verifier, policy: Policy,
+    source: ImageSource, references: Sequence[str], *, verifier: Verifier, policy: Policy,
     progress: Callable[[str], None] | None = None,
 ) -> list[VerifyReport]:
     """Verify every (unique) image an OS image YAML pins, before anything is assembled.
@@ -402,5 +409,5 @@ def verify_pinned_images(
     for ref in unique:
         if progress:
             progress(f"verifying {ref}")
-        reports.append(verify_reference(client, ref, verifier=verifier, policy=policy))
+        reports.append(verify_reference(source, ref, verifier=verifier, policy=policy))
     return reports

@@ -18,6 +18,7 @@ from pkgtool.errors import PkgtoolError
 from pkgtool.jsonio import hashed_json
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
+from pkgtool.oci.reference import Reference
 from pkgtool.oci.referrers import fallback_tag
 from pkgtool.oci.registry import RegistryClient
 from pkgtool.sign import SignatureError, dsse, keys
@@ -83,7 +84,7 @@ def test_classic_signature_round_trip(
     ] * 2
     assert all("dev.cosignproject.cosign/signature" in layer["annotations"] for layer in stored["layers"])
 
-    signatures = read_classic_signatures(client, repository=repo, digest=target.digest)
+    signatures = read_classic_signatures(client, Reference(client.registry, repo), digest=target.digest)
     assert len(signatures) == 2
     found = verify_classic_signature(signatures, key.public_key(), digest=target.digest)
     assert json.loads(found.payload)["critical"]["identity"]["docker-reference"] == reference
@@ -93,7 +94,7 @@ def test_classic_signature_round_trip(
 
 def test_unsigned_image_is_denied(image: tuple[RegistryClient, str, Descriptor]) -> None:
     client, repo, target = image
-    signatures = read_classic_signatures(client, repository=repo, digest=target.digest)
+    signatures = read_classic_signatures(client, Reference(client.registry, repo), digest=target.digest)
     with pytest.raises(SignatureError, match="unsigned"):
         verify_classic_signature(signatures, keys.generate_keypair().public_key(), digest=target.digest)
 
@@ -118,7 +119,7 @@ def test_classic_attestation_round_trip(
     (layer,) = stored["layers"]
     assert layer["mediaType"] == "application/vnd.dsse.envelope.v1+json"
     assert layer["annotations"] == {"dev.cosignproject.cosign/signature": "", "predicateType": SLSA}
-    (read_back,) = read_attestations(client, repository=repo, digest=target.digest)
+    (read_back,) = read_attestations(client, Reference(client.registry, repo), digest=target.digest)
     assert dsse.verify(read_back, key.public_key(), payload_type=INTOTO_PAYLOAD_TYPE) == envelope.payload
 
 
@@ -141,7 +142,7 @@ def test_bundle_referrer_round_trip(
     assert [m["digest"] for m in index["manifests"]] == [referrer.digest]
     assert index["manifests"][0]["artifactType"] == BUNDLE_MEDIA_TYPE
 
-    (read_back,) = read_bundles(client, repository=repo, digest=target.digest)
+    (read_back,) = read_bundles(client, Reference(client.registry, repo), digest=target.digest)
     assert read_back == bundle
     statement = verify_bundle_statement(read_back, key.public_key(), digest=target.digest)
     assert statement.predicate_type == SLSA

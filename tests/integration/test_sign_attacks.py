@@ -20,6 +20,7 @@ from test_sign_publish import PASSWORD, Trust, _build, _cli, make_trust
 
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
+from pkgtool.oci.reference import Reference
 from pkgtool.oci.referrers import fallback_tag
 from pkgtool.oci.registry import RegistryClient
 from pkgtool.sign import SignatureError, keys
@@ -110,7 +111,7 @@ def test_signature_over_a_different_digest(client: RegistryClient, registry: str
             f"{keys.public_key_hint(trust.key)} is over another digest ({good.index.digest})")):
         _verify(client, registry, evil, trust, only_cosign)
     # ... and its signature bundle as a referrer of the evil image.
-    (bundle,) = [b for b in read_bundles(client, repository=unique_repo, digest=good.index.digest)
+    (bundle,) = [b for b in read_bundles(client, Reference(client.registry, unique_repo), digest=good.index.digest)
                  if b"cosign/sign/v1" in (bundle_payload(b) or b"")]
     attach_bundle(client, repository=unique_repo, subject=evil.index, bundle=bundle,
                   predicate_type="https://sigstore.dev/cosign/sign/v1")
@@ -133,7 +134,7 @@ def test_tampered_attestation_payload(client: RegistryClient, registry: str, uni
                                       trust: Trust) -> None:
     image = _signed(client, registry, unique_repo, trust)
     digest = image.index.digest
-    (provenance,) = [layer for layer in read_attestation_layers(client, repository=unique_repo, digest=digest)
+    (provenance,) = [layer for layer in read_attestation_layers(client, Reference(client.registry, unique_repo), digest=digest)
                      if layer.predicate_type == SLSA_PROVENANCE_V1]
     tampered = _tamper(provenance.envelope)
 
@@ -184,7 +185,7 @@ def test_provenance_whose_subject_is_another_image(client: RegistryClient, regis
     good = _signed(client, registry, unique_repo, trust, tag="good")
     evil = signkit.push_image(client, unique_repo, tag="evil", arches=("amd64",), created="2024-07-07T00:00:00Z")
     sign_reference(client, f"{registry}/{evil.reference}", signer=trust.signer)  # signed, but no provenance
-    (provenance,) = [layer for layer in read_attestation_layers(client, repository=unique_repo, digest=good.index.digest)
+    (provenance,) = [layer for layer in read_attestation_layers(client, Reference(client.registry, unique_repo), digest=good.index.digest)
                      if layer.predicate_type == SLSA_PROVENANCE_V1]
     attach_attestation(client, repository=unique_repo, digest=evil.index.digest, envelope=provenance.envelope,
                        predicate_type=SLSA_PROVENANCE_V1)

@@ -114,6 +114,7 @@ def test_bundles_from_pkgtool_sign_on_a_pushed_image_verify_in_sigstore_js(
     and names the digest it is attached to."""
     import signkit
 
+    from pkgtool.oci.reference import Reference
     from pkgtool.oci.registry import RegistryClient
     from pkgtool.sign.attach import read_bundles
 
@@ -129,7 +130,7 @@ def test_bundles_from_pkgtool_sign_on_a_pushed_image_verify_in_sigstore_js(
         assert signed.returncode == 0, signed.stderr
         checked = 0
         for digest in (image.index.digest, *[d.digest for d in image.manifests.values()]):
-            bundles = read_bundles(client, repository=unique_repo, digest=digest)
+            bundles = read_bundles(client, Reference(client.registry, unique_repo), digest=digest)
             assert bundles, digest
             for bundle in bundles:
                 result = _verify(verifier, bundle, (tmp_path / "release.pub").read_bytes(), tmp_path)
@@ -146,6 +147,7 @@ def test_provenance_and_link_bundles_from_a_package_signing_verify_in_sigstore_j
 ) -> None:
     import signkit
 
+    from pkgtool.oci.reference import Reference
     from pkgtool.oci.registry import RegistryClient
     from pkgtool.sign.attach import read_bundles
     from pkgtool.sign.publish import sign_package
@@ -156,7 +158,7 @@ def test_provenance_and_link_bundles_from_a_package_signing_verify_in_sigstore_j
         image = signkit.push_image(client, unique_repo, arches=("arm64",))
         sign_package(client, repository=unique_repo, index=image.index, manifests=image.manifests,
                      build=signkit.build_info(registry=registry), signer=KeySigner(key))  # type: ignore[arg-type]
-        bundles = read_bundles(client, repository=unique_repo, digest=image.index.digest)
+        bundles = read_bundles(client, Reference(client.registry, unique_repo), digest=image.index.digest)
     assert len(bundles) == 3  # signature, provenance, in-toto link
     kinds = set()
     for bundle in bundles:

@@ -19,6 +19,7 @@ import pytest
 import signkit
 
 from pkgtool.oci import mediatypes
+from pkgtool.oci.reference import Reference
 from pkgtool.oci.referrers import fallback_tag
 from pkgtool.oci.registry import RegistryClient
 from pkgtool.sign import keys
@@ -143,7 +144,7 @@ def test_sign_package_attaches_everything_once(client: RegistryClient, registry:
     assert len(index.manifests) == 3  # signature, provenance, link
     arm = image.manifests["arm64"].digest
     assert len(client.get_manifest(unique_repo, fallback_tag(arm)).manifests) == 3  # signature, provenance, SBOM
-    att = {layer.predicate_type for layer in read_attestation_layers(client, repository=unique_repo, digest=arm)}
+    att = {layer.predicate_type for layer in read_attestation_layers(client, Reference(client.registry, unique_repo), digest=arm)}
     assert att == {SLSA_PROVENANCE_V1, SPDX_PREDICATE_TYPE}
     assert len(client.get_manifest(unique_repo, signature_tag(arm)).layers) == 1
 
