@@ -48,7 +48,8 @@ from typing import Any
 
 from pkgtool.arches import ARCHES
 from pkgtool.errors import UsageError
-from pkgtool.spec.image import _ENTRY_FIELDS, LABEL, _kind, _Reader
+from pkgtool.spec.image.model import LABEL
+from pkgtool.spec.image.reader import ENTRY_FIELDS, DocReader, kind_of
 from pkgtool.yamlload import PathKey, YamlDoc, load_yaml
 
 BUILD_YML = "build.yml"
@@ -203,7 +204,7 @@ def load_package(
 
 def parse_package(doc: YamlDoc, *, directory: Path, repo_root: Path, display: str) -> PackageSpec:
     """Validate a parsed build.yml of the package in ``directory`` (already resolved)."""
-    r = _Reader(doc)
+    r = DocReader(doc)
     if doc.data is None:
         raise doc.error((), "empty build.yml: 'image' is required")
     data = r.mapping((), doc.data, _KEYS)
@@ -219,7 +220,7 @@ def parse_package(doc: YamlDoc, *, directory: Path, repo_root: Path, display: st
     )
     config = None
     if "config" in data:
-        checked = r.mapping(("config",), data["config"], tuple(_ENTRY_FIELDS))
+        checked = r.mapping(("config",), data["config"], tuple(ENTRY_FIELDS))
         r.image_config(("config",), checked)  # type and schema checks, with file:line
         config = MappingProxyType(dict(checked))
     extra = tuple(
@@ -253,7 +254,7 @@ def parse_package(doc: YamlDoc, *, directory: Path, repo_root: Path, display: st
 
 def _name(doc: YamlDoc, path: PathKey, value: Any) -> str:
     if not isinstance(value, str):
-        raise doc.error(path, f"expected a string, got {_kind(value)}")
+        raise doc.error(path, f"expected a string, got {kind_of(value)}")
     if not _NAME_RE.match(value):
         raise doc.error(path, f"invalid repository name {value!r} (lowercase letters, digits, '.', '_', '-' and '/')")
     return value
@@ -267,13 +268,13 @@ def normalize_arch(value: str) -> str | None:
 
 def _arches(doc: YamlDoc, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise doc.error(("arches",), f"expected a list, got {_kind(value)}")
+        raise doc.error(("arches",), f"expected a list, got {kind_of(value)}")
     if not value:
         raise doc.error(("arches",), "must name at least one arch")
     out: list[str] = []
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise doc.error(("arches", i), f"expected a string, got {_kind(item)}")
+            raise doc.error(("arches", i), f"expected a string, got {kind_of(item)}")
         arch = normalize_arch(item)
         if arch is None:
             raise doc.error(("arches", i), f"unknown arch {item!r} (valid: {', '.join(ARCHES)})")
@@ -290,7 +291,7 @@ def _inside(path: Path, root: Path) -> bool:
 def _dockerfile(doc: YamlDoc, value: Any, directory: Path, display: str) -> str:
     path: PathKey = ("dockerfile",)
     if not isinstance(value, str) or not value:
-        raise doc.error(path, f"expected a file name, got {_kind(value)}")
+        raise doc.error(path, f"expected a file name, got {kind_of(value)}")
     relative = os.path.normpath(value)
     if os.path.isabs(value) or relative == ".." or relative.startswith("../"):
         raise doc.error(path, f"{value!r} is outside the package directory")
@@ -309,7 +310,7 @@ def _dockerfile(doc: YamlDoc, value: Any, directory: Path, display: str) -> str:
 
 def _extra_source(doc: YamlDoc, path: PathKey, value: Any, directory: Path, repo_root: Path) -> ExtraSource:
     if not isinstance(value, str):
-        raise doc.error(path, f"expected 'SRC:DST', got {_kind(value)}")
+        raise doc.error(path, f"expected 'SRC:DST', got {kind_of(value)}")
     src, sep, dst = value.partition(":")
     if not sep or not src or not dst:
         raise doc.error(path, f"expected 'SRC:DST', got {value!r}")
@@ -332,7 +333,7 @@ def _arg_value(doc: YamlDoc, path: PathKey, value: Any) -> str:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise doc.error(path, f"expected a string, got {_kind(value)}")
+    raise doc.error(path, f"expected a string, got {kind_of(value)}")
 
 
 def _build_args(doc: YamlDoc, value: Any) -> dict[str, str]:
@@ -348,7 +349,7 @@ def _build_args(doc: YamlDoc, value: Any) -> dict[str, str]:
             key, _, val = item.partition("=")
             items.append(((*path, i), key, val))
     else:
-        raise doc.error(path, f"expected a list of KEY=VALUE or a mapping, got {_kind(value)}")
+        raise doc.error(path, f"expected a list of KEY=VALUE or a mapping, got {kind_of(value)}")
     for where, key, val in items:
         if not _ARG_NAME_RE.match(key):
             raise doc.error(where, f"invalid build arg name {key!r}")
@@ -361,7 +362,7 @@ def _build_args(doc: YamlDoc, value: Any) -> dict[str, str]:
 def _tag_template(doc: YamlDoc, value: Any) -> str:
     path: PathKey = ("tag",)
     if not isinstance(value, str):
-        raise doc.error(path, f"expected a string, got {_kind(value)}")
+        raise doc.error(path, f"expected a string, got {kind_of(value)}")
     if not _HASH_PLACEHOLDER.search(value):
         raise doc.error(path, "the tag template must contain {{.Hash}}")
     sample = _HASH_PLACEHOLDER.sub("0" * 40, value)

@@ -1,19 +1,8 @@
-"""The image YAML (LinuxKit's ``linuxkit build`` schema) as typed, frozen values.
+"""Reading one image YAML document into the model, with errors that point at file:line.
 
-One or more files are parsed and merged in order, with LinuxKit's rules
-(``AppendConfig`` in linuxkit's ``moby/config.go``):
-
-* ``kernel``: each field given by a later file replaces the earlier value;
-* ``init``, ``onboot``, ``onshutdown``, ``services``, ``files`` and ``volumes`` are appended;
-* service names must stay unique and volume names unique and ``[a-z0-9_-]*``.
-
-Every field of an image entry that LinuxKit treats as a pointer ("unset" differs from
-"empty") is ``None`` when unset here, because the runtime config is built by layering the
-image's ``org.mobyproject.config`` label under the YAML, and an unset YAML field must let the
-label's value through.  Unknown keys are errors naming ``file:line`` and the field path;
-``trust:`` is accepted and ignored with a warning (LinuxKit dropped content trust).
-
-``@pkg:`` templates are not expanded here; such strings are kept verbatim.
+Unknown keys are errors naming ``file:line`` and the field path; ``trust:`` is accepted and
+ignored with a warning (LinuxKit dropped content trust).  ``@pkg:`` templates are not
+expanded here; such strings are kept verbatim.
 """
 
 from __future__ import annotations
@@ -21,221 +10,36 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pkgtool.errors import UsageError
-from pkgtool.yamlload import PathKey, YamlDoc, format_path, load_yaml, parse_yaml
+from pkgtool.spec.image.model import (
+    LABEL,
+    BindNS,
+    Device,
+    FileEntry,
+    IdMapping,
+    ImageConfig,
+    ImageEntry,
+    ImageSpec,
+    InitImage,
+    Interface,
+    KernelConfig,
+    Mount,
+    Origin,
+    Runtime,
+    Volume,
+)
+from pkgtool.yamlload import PathKey, YamlDoc, format_path, parse_yaml
 
-LABEL = "org.mobyproject.config"
 _VOLUME_NAME_RE = re.compile(r"^[a-z0-9_-]*$")
-Id = int | str  # a numeric id, or a name resolved later (container name or /etc/passwd entry)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a value came from: the file, its field path there and its line."""
-
-    source: str
-    path: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.path}" if self.line else f"{self.source}: {self.path}"
-
-
-@dataclass(frozen=True)
-class IdMapping:
-    host_id: int
-    container_id: int
-    size: int
-
-    def to_oci(self) -> dict[str, int]:
-        return {"containerID": self.container_id, "hostID": self.host_id, "size": self.size}
-
-
-@dataclass(frozen=True)
-class Mount:
-    """An OCI mount; empty strings mean "let the runtime-config builder pick a default"."""
-
-    destination: str = ""
-    type: str = ""
-    source: str = ""
-    options: tuple[str, ...] | None = None
-    uid_mappings: tuple[IdMapping, ...] = ()
-    gid_mappings: tuple[IdMapping, ...] = ()
-
-
-@dataclass(frozen=True)
-class Device:
-    path: str
-    type: str
-    major: int = 0
-    minor: int = 0
-    mode: str | None = None
-
-
-@dataclass(frozen=True)
-class Interface:
-    name: str = ""
-    add: str = ""
-    peer: str = ""
-    create_in_root: bool = False
-
-
-@dataclass(frozen=True)
-class BindNS:
-    cgroup: str | None = None
-    ipc: str | None = None
-    mnt: str | None = None
-    net: str | None = None
-    pid: str | None = None
-    user: str | None = None
-    uts: str | None = None
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Actions LinuxKit's init takes around starting a container (``runtime.json``)."""
-
-    cgroups: tuple[str, ...] | None = None
-    mounts: tuple[Mount, ...] | None = None
-    mkdir: tuple[str, ...] | None = None
-    interfaces: tuple[Interface, ...] | None = None
-    bind_ns: BindNS = field(default_factory=BindNS)
-    namespace: str | None = None
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The fields valid both in an image entry and in the ``org.mobyproject.config`` label."""
-
-    capabilities: tuple[str, ...] | None = None
-    capabilities_add: tuple[str, ...] | None = None
-    ambient: tuple[str, ...] | None = None
-    mounts: tuple[Mount, ...] | None = None
-    binds: tuple[str, ...] | None = None
-    binds_add: tuple[str, ...] | None = None
-    devices: tuple[Device, ...] | None = None
-    tmpfs: tuple[str, ...] | None = None
-    command: tuple[str, ...] | None = None
-    env: tuple[str, ...] | None = None
-    cwd: str | None = None
-    net: str | None = None
-    pid: str | None = None
-    ipc: str | None = None
-    uts: str | None = None
-    userns: str | None = None
-    hostname: str | None = None
-    readonly: bool | None = None
-    masked_paths: tuple[str, ...] | None = None
-    readonly_paths: tuple[str, ...] | None = None
-    uid: Id | None = None
-    gid: Id | None = None
-    additional_gids: tuple[Id, ...] | None = None
-    no_new_privileges: bool | None = None
-    oom_score_adj: int | None = None
-    rootfs_propagation: str | None = None
-    cgroups_path: str | None = None
-    # Already in OCI runtime-spec JSON shape (key names as in config.json).
-    resources: Mapping[str, Any] | None = None
-    sysctl: Mapping[str, str] | None = None
-    rlimits: tuple[str, ...] | None = None
-    uid_mappings: tuple[IdMapping, ...] | None = None
-    gid_mappings: tuple[IdMapping, ...] | None = None
-    annotations: Mapping[str, str] | None = None
-    runtime: Runtime | None = None
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    """One ``onboot``/``onshutdown``/``services`` entry."""
-
-    name: str
-    image: str
-    config: ImageConfig
-    origin: Origin
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class InitImage:
-    image: str
-    origin: Origin
-
-
-@dataclass(frozen=True)
-class KernelConfig:
-    image: str | None = None
-    cmdline: str | None = None
-    binary: str | None = None
-    tar: str | None = None
-    ucode: str | None = None
-    origin: Origin | None = None
-
-    @property
-    def binary_name(self) -> str:
-        return self.binary or "kernel"
-
-    @property
-    def tar_name(self) -> str | None:
-        """The kernel tarball to unpack into ``/``, or None for ``tar: none``/``tar: ""``."""
-        if self.tar is None:
-            return "kernel.tar"
-        return None if self.tar in ("", "none") else self.tar
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    directory: bool = False
-    symlink: str | None = None
-    contents: str | None = None
-    source: str | None = None
-    metadata: str | None = None
-    optional: bool = False
-    mode: int | None = None
-    uid: Id | None = None
-    gid: Id | None = None
-    # ``source`` paths are relative to the directory of the YAML that named them.
-    base_dir: Path = Path(".")
-    origin: Origin | None = None
-
-
-@dataclass(frozen=True)
-class Volume:
-    name: str
-    image: str | None = None
-    readonly: bool = False
-    format: str | None = None
-    platforms: tuple[str, ...] = ()
-    origin: Origin | None = None
-
-    @property
-    def merged_dir(self) -> str:
-        return f"/containers/volumes/{self.name}/merged"
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    kernel: KernelConfig = field(default_factory=KernelConfig)
-    init: tuple[InitImage, ...] = ()
-    onboot: tuple[ImageEntry, ...] = ()
-    onshutdown: tuple[ImageEntry, ...] = ()
-    services: tuple[ImageEntry, ...] = ()
-    files: tuple[FileEntry, ...] = ()
-    volumes: tuple[Volume, ...] = ()
-    sources: tuple[str, ...] = ()
-
-    def volume(self, name: str) -> Volume | None:
-        return next((v for v in self.volumes if v.name == name), None)
 
 
 # --------------------------------------------------------------------------- schema
 
 _TOP_KEYS = ("kernel", "init", "onboot", "onshutdown", "services", "trust", "files", "volumes")
-_KERNEL_KEYS = ("image", "cmdline", "binary", "tar", "ucode")
+KERNEL_KEYS = ("image", "cmdline", "binary", "tar", "ucode")
 _FILE_KEYS = ("path", "directory", "symlink", "contents", "source", "metadata", "optional", "mode", "uid", "gid")
 _VOLUME_KEYS = ("name", "image", "readonly", "format", "platforms")
 _TRUST_KEYS = ("image", "org")
@@ -246,8 +50,8 @@ _INTERFACE_KEYS = ("name", "add", "peer", "createInRoot")
 _NAMESPACE_KEYS = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 _RUNTIME_KEYS = ("cgroups", "mounts", "mkdir", "interfaces", "bindNS", "namespace")
 
-# YAML key -> (dataclass attribute, kind).  The kinds are parsed by _Reader.value().
-_ENTRY_FIELDS: dict[str, tuple[str, str]] = {
+# YAML key -> (dataclass attribute, kind).  The kinds are parsed by DocReader.value().
+ENTRY_FIELDS: dict[str, tuple[str, str]] = {
     "capabilities": ("capabilities", "strings"),
     "capabilities.add": ("capabilities_add", "strings"),
     "ambient": ("ambient", "strings"),
@@ -314,11 +118,11 @@ _RESOURCES_SCHEMA: dict[str, Any] = {
 _RESOURCE_RENAME = {"blockio": "blockIO", "blockIO": "blockIO"}
 
 
-def _warn_stderr(message: str) -> None:
+def warn_stderr(message: str) -> None:
     sys.stderr.write(f"pkgtool: warning: {message}\n")
 
 
-class _Reader:
+class DocReader:
     """Typed accessors over one parsed document, raising errors that point at file:line."""
 
     def __init__(self, doc: YamlDoc) -> None:
@@ -332,7 +136,7 @@ class _Reader:
 
     def mapping(self, path: PathKey, value: Any, allowed: Sequence[str]) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.doc.error(path, f"expected a mapping, got {_kind(value)}")
+            raise self.doc.error(path, f"expected a mapping, got {kind_of(value)}")
         for key in value:
             if key not in allowed:
                 raise self.doc.error((*path, key), f"unknown key (allowed: {', '.join(allowed)})")
@@ -341,23 +145,23 @@ class _Reader:
     def value(self, path: PathKey, value: Any, kind: str) -> Any:
         if kind == "string":
             if not isinstance(value, str):
-                raise self.doc.error(path, f"expected a string, got {_kind(value)}")
+                raise self.doc.error(path, f"expected a string, got {kind_of(value)}")
             return value
         if kind == "bool":
             if not isinstance(value, bool):
-                raise self.doc.error(path, f"expected true or false, got {_kind(value)}")
+                raise self.doc.error(path, f"expected true or false, got {kind_of(value)}")
             return value
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise self.doc.error(path, f"expected an integer, got {_kind(value)}")
+                raise self.doc.error(path, f"expected an integer, got {kind_of(value)}")
             return value
         if kind == "intstr":
             if isinstance(value, bool) or not isinstance(value, int | str):
-                raise self.doc.error(path, f"expected an integer or a string, got {_kind(value)}")
+                raise self.doc.error(path, f"expected an integer or a string, got {kind_of(value)}")
             return value
         if kind == "id":
             if isinstance(value, bool) or not isinstance(value, int | str):
-                raise self.doc.error(path, f"expected a number or a name, got {_kind(value)}")
+                raise self.doc.error(path, f"expected a number or a name, got {kind_of(value)}")
             if isinstance(value, int) and not 0 <= value < 2**32:
                 raise self.doc.error(path, "id out of range")
             return value
@@ -367,7 +171,7 @@ class _Reader:
             return tuple(self.value((*path, i), v, "string") for i, v in enumerate(self.list(path, value)))
         if kind == "mapstring":
             if not isinstance(value, dict):
-                raise self.doc.error(path, f"expected a mapping, got {_kind(value)}")
+                raise self.doc.error(path, f"expected a mapping, got {kind_of(value)}")
             return {k: self.value((*path, k), v, "string") for k, v in value.items()}
         if kind == "mounts":
             return tuple(self.mount((*path, i), v) for i, v in enumerate(self.list(path, value)))
@@ -384,7 +188,7 @@ class _Reader:
 
     def list(self, path: PathKey, value: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise self.doc.error(path, f"expected a list, got {_kind(value)}")
+            raise self.doc.error(path, f"expected a list, got {kind_of(value)}")
         return value
 
     def schema(self, path: PathKey, value: Any, schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -476,12 +280,12 @@ class _Reader:
         for key, item in data.items():
             if key in ("name", "image"):
                 continue
-            attr, kind = _ENTRY_FIELDS[key]
+            attr, kind = ENTRY_FIELDS[key]
             values[attr] = self.value((*path, key), item, kind)
         return ImageConfig(**values)
 
     def image_entry(self, path: PathKey, value: Any) -> ImageEntry:
-        data = self.mapping(path, value, ("name", "image", *_ENTRY_FIELDS))
+        data = self.mapping(path, value, ("name", "image", *ENTRY_FIELDS))
         for key in ("name", "image"):
             if key not in data:
                 raise self.doc.error(path, f"image entry needs {key!r}")
@@ -552,7 +356,7 @@ class _Reader:
         )
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     if value is None:
         return "null"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
@@ -563,16 +367,16 @@ def _kind(value: Any) -> str:
 # --------------------------------------------------------------------------- loading
 
 def parse_image_spec(
-    doc: YamlDoc, *, base_dir: Path, warn: Callable[[str], None] = _warn_stderr
+    doc: YamlDoc, *, base_dir: Path, warn: Callable[[str], None] = warn_stderr
 ) -> ImageSpec:
     """Validate one parsed image YAML; ``base_dir`` anchors relative ``files:`` sources."""
-    r = _Reader(doc)
+    r = DocReader(doc)
     data = {} if doc.data is None else r.mapping((), doc.data, _TOP_KEYS)
     kernel = KernelConfig()
     if "kernel" in data:
-        k = r.mapping(("kernel",), data["kernel"], _KERNEL_KEYS)
+        k = r.mapping(("kernel",), data["kernel"], KERNEL_KEYS)
         kernel = KernelConfig(
-            **{key: r.value(("kernel", key), k[key], "string") for key in _KERNEL_KEYS if key in k},
+            **{key: r.value(("kernel", key), k[key], "string") for key in KERNEL_KEYS if key in k},
             origin=r.origin(("kernel", "image")) if "image" in k else None,
         )
     if "trust" in data:
@@ -601,11 +405,11 @@ def parse_image_spec(
         volumes=tuple(r.volume(("volumes", i), v) for i, v in enumerate(r.list(("volumes",), volumes))),
         sources=(doc.source,),
     )
-    _check_unique(spec)
+    check_unique(spec)
     return spec
 
 
-def _check_unique(spec: ImageSpec) -> None:
+def check_unique(spec: ImageSpec) -> None:
     seen: dict[str, ImageEntry] = {}
     for entry in spec.services:
         if entry.name in seen:
@@ -618,130 +422,17 @@ def _check_unique(spec: ImageSpec) -> None:
         vols[vol.name] = vol
 
 
-def merge_specs(base: ImageSpec, over: ImageSpec) -> ImageSpec:
-    """``over`` appended to ``base`` (LinuxKit's AppendConfig): kernel fields replace, lists append."""
-    k0, k1 = base.kernel, over.kernel
-    kernel = KernelConfig(
-        image=k1.image or k0.image,
-        cmdline=k1.cmdline or k0.cmdline,
-        binary=k1.binary or k0.binary,
-        tar=k1.tar if k1.tar is not None else k0.tar,
-        ucode=k1.ucode if k1.ucode is not None else k0.ucode,
-        origin=k1.origin if k1.image else k0.origin,
-    )
-    merged = ImageSpec(
-        kernel=kernel,
-        init=base.init + over.init,
-        onboot=base.onboot + over.onboot,
-        onshutdown=base.onshutdown + over.onshutdown,
-        services=base.services + over.services,
-        files=base.files + over.files,
-        volumes=base.volumes + over.volumes,
-        sources=base.sources + over.sources,
-    )
-    _check_unique(merged)
-    return merged
-
-
-def load_image_spec(paths: Sequence[Path], *, warn: Callable[[str], None] = _warn_stderr) -> ImageSpec:
-    """Load and merge image YAML files in order."""
-    if not paths:
-        raise UsageError("no image YAML given")
-    spec = ImageSpec()
-    for path in paths:
-        doc = load_yaml(path)
-        spec = merge_specs(spec, parse_image_spec(doc, base_dir=path.resolve().parent, warn=warn))
-    return spec
-
 
 def parse_label(text: str, *, image: str) -> ImageConfig:
     """The ``org.mobyproject.config`` label of ``image`` (JSON, a YAML subset) as defaults."""
     doc = parse_yaml(text, f"{image}: label {LABEL}")
-    r = _Reader(doc)
+    r = DocReader(doc)
     if not isinstance(doc.data, dict):
         raise UsageError(f"{image}: label {LABEL} must be a JSON object")
     for key in ("name", "image"):
         if key in doc.data:
             raise doc.error((key,), "cannot be set in the image label")
-    return r.image_config((), r.mapping((), doc.data, tuple(_ENTRY_FIELDS)))
+    return r.image_config((), r.mapping((), doc.data, tuple(ENTRY_FIELDS)))
 
 
 # --------------------------------------------------------------------------- references
-
-def image_references(spec: ImageSpec) -> list[tuple[str, str]]:
-    """Every image reference as (field path in the merged config, reference), in build order.
-
-    Each value also carries an :class:`Origin` (file and line) for tools that rewrite the
-    YAML, e.g. pinning tags to digests.
-    """
-    refs: list[tuple[str, str]] = []
-    if spec.kernel.image:
-        refs.append(("kernel.image", spec.kernel.image))
-    refs.extend((f"init[{i}]", item.image) for i, item in enumerate(spec.init))
-    refs.extend((f"volumes[{i}].image", v.image) for i, v in enumerate(spec.volumes) if v.image)
-    for section in ("onboot", "onshutdown", "services"):
-        entries: tuple[ImageEntry, ...] = getattr(spec, section)
-        refs.extend((f"{section}[{i}].image", e.image) for i, e in enumerate(entries))
-    return refs
-
-
-def with_image(spec: ImageSpec, path: str, ref: str) -> ImageSpec:
-    """A copy of ``spec`` with the reference at ``path`` (from :func:`image_references`) replaced."""
-    match = re.fullmatch(r"(kernel)\.image|(init)\[(\d+)\]|(\w+)\[(\d+)\]\.image", path)
-    if not match:
-        raise UsageError(f"not an image reference path: {path!r}")
-    if match.group(1):
-        return replace(spec, kernel=replace(spec.kernel, image=ref))
-    if match.group(2):
-        i = int(match.group(3))
-        init = list(spec.init)
-        init[i] = replace(init[i], image=ref)
-        return replace(spec, init=tuple(init))
-    section, i = match.group(4), int(match.group(5))
-    if section == "volumes":
-        volumes = list(spec.volumes)
-        volumes[i] = replace(volumes[i], image=ref)
-        return replace(spec, volumes=tuple(volumes))
-    if section not in ("onboot", "onshutdown", "services"):
-        raise UsageError(f"not an image reference path: {path!r}")
-    entries: list[ImageEntry] = list(getattr(spec, section))
-    entries[i] = replace(entries[i], image=ref)
-    if section == "onboot":
-        return replace(spec, onboot=tuple(entries))
-    if section == "onshutdown":
-        return replace(spec, onshutdown=tuple(entries))
-    return replace(spec, services=tuple(entries))
-
-
-def to_data(spec: ImageSpec) -> dict[str, Any]:
-    """The merged configuration as plain data, for ``files: - metadata: yaml|json``."""
-    out: dict[str, Any] = {}
-    k = spec.kernel
-    kernel = {key: getattr(k, key) for key in _KERNEL_KEYS if getattr(k, key) is not None}
-    if kernel:
-        out["kernel"] = kernel
-    out["init"] = [i.image for i in spec.init]
-    for section in ("onboot", "onshutdown", "services"):
-        entries: tuple[ImageEntry, ...] = getattr(spec, section)
-        out[section] = [{**e.raw, "name": e.name, "image": e.image} for e in entries]
-    out["files"] = [_file_data(f) for f in spec.files]
-    out["volumes"] = [
-        {key: val for key, val in (("name", v.name), ("image", v.image), ("readonly", v.readonly or None),
-                                    ("format", v.format), ("platforms", list(v.platforms) or None)) if val is not None}
-        for v in spec.volumes
-    ]
-    return out
-
-
-def _file_data(f: FileEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": f.path}
-    for key in ("symlink", "contents", "source", "metadata", "uid", "gid"):
-        if getattr(f, key) is not None:
-            out[key] = getattr(f, key)
-    if f.directory:
-        out["directory"] = True
-    if f.optional:
-        out["optional"] = True
-    if f.mode is not None:
-        out["mode"] = f"{f.mode:04o}"
-    return out
