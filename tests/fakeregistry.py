@@ -36,6 +36,7 @@ class Store:
     tags: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, tag) -> digest
     uploads: dict[str, bytearray] = field(default_factory=dict)
     seen: list[tuple[str, str]] = field(default_factory=list)
+    ranges: list[str] = field(default_factory=list)  # Range headers of blob GETs, in order
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     honour_range: bool = True
     fault: Fault | None = None
@@ -64,8 +65,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.store.seen.append(key)
         action = self.store.fault(self.command, path, n) if self.store.fault else None
         if action == "reset":
+            # Drop the connection without an answer (linger 0: the final close sends a RST).
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            self.connection.close()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
             return "done"
         if action == "503":
             self._send(503, b"busy", headers={"Retry-After": "0"})
@@ -138,6 +141,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if data is None:
                 self._error(404, "BLOB_UNKNOWN")
                 return
+            self.store.ranges.append(self.headers.get("Range", ""))
             wanted = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
             if wanted and self.store.honour_range:
                 start = int(wanted[1])

@@ -114,6 +114,7 @@ class CachedSource:
     """
 
     def __init__(self, layout: Layout, remote: Callable[[], RegistryClient] | None) -> None:
+        layout.ensure()
         self.layout = layout
         self._make_remote = remote
         self._remote: RegistryClient | None = None

@@ -6,12 +6,10 @@ policy in a tmp dir; none uses the project's signing/ keys.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,63 +27,17 @@ from pkgtool.sign.attach import (
     signature_tag,
 )
 from pkgtool.sign.bundle import BUNDLE_MEDIA_TYPE
-from pkgtool.sign.intoto import make_layout
 from pkgtool.sign.policy import Policy, load_policy
 from pkgtool.sign.provenance import SLSA_PROVENANCE_V1, BuildInfo
 from pkgtool.sign.publish import sign_package, sign_reference
 from pkgtool.sign.sbom import SPDX_PREDICATE_TYPE
-from pkgtool.sign.signer import KeySigner
-from pkgtool.sign.verifiers import KeyVerifier
 from pkgtool.sign.verify import verify_reference
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery staple"
-
-
-@dataclass
-class Trust:
-    """A release key (as files), a layout owner key, a root layout and a policy, in a tmp dir."""
-
-    directory: Path
-    key: keys.PrivateKey
-    key_path: Path
-    pub_path: Path
-    policy_path: Path
-
-    @property
-    def signer(self) -> KeySigner:
-        return KeySigner(self.key)
-
-    @property
-    def verifier(self) -> KeyVerifier:
-        return KeyVerifier([self.key.public_key()])
-
-
-def make_trust(directory: Path, registry: str, *, layout_expires: datetime.datetime | None = None,
-               functionary: keys.PrivateKey | None = None, extra_policy: str = "") -> Trust:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = keys.generate_keypair()
-    key_path, pub_path = keys.write_keypair(directory / "release", key, PASSWORD.encode(), force=True)
-    owner = keys.generate_keypair()
-    (directory / "layout.pub").write_bytes(keys.public_key_pem(owner))
-    expires = layout_expires or datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=7)
-    (directory / "root.layout").write_bytes(make_layout(
-        layout_key=owner, functionaries=[(functionary or key).public_key()], expires=expires,
-    ))
-    policy = directory / "policy.yml"
-    policy.write_text(
-        "version: 1\n"
-        "keys: [release.pub]\n"
-        "builders: [https://pkgtool.dev/builders/test]\n"
-        "source_repositories: [https://github.com/pkgtool/pkgtool]\n"
-        "require_revision: true\n"
-        f"base_images: ['{registry}/pkgtool/*']\n"
-        "require:\n  signatures: [bundle, cosign]\n  attestations: [slsa-provenance, spdx]\n"
-        "in_toto:\n  layout: root.layout\n  keys: [layout.pub]\n  require: always\n"
-        + extra_policy
-    )
-    return Trust(directory, key, key_path, pub_path, policy)
+PASSWORD = signkit.PASSWORD
+Trust = signkit.Trust
+make_trust = signkit.make_trust
 
 
 @pytest.fixture

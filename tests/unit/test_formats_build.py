@@ -166,3 +166,23 @@ def test_wrong_arch_is_refused(tmp_path: Path) -> None:
     yml.write_text(f"init:\n  - {ref}\n")
     with pytest.raises(PkgtoolError, match="no image for linux/amd64"):
         build_image([yml], formats=["tar"], arch="amd64", out_dir=tmp_path / "out", cache=tmp_path / "cache")
+
+
+def test_a_warm_pinned_build_reads_only_the_cache_and_imports_no_http(tmp_path: Path) -> None:
+    """The whole CLI path of a cached build: no registry client is made, so neither requests
+    nor any other network library is imported (the registry address here does not exist)."""
+    import subprocess
+
+    yml = _images(tmp_path / "cache")
+    code = (
+        "import sys\n"
+        "from pkgtool.cli import main\n"
+        f"rc = main(['--cache-dir', {str(tmp_path / 'cache')!r}, 'image', 'build', {yml!r}, '--dir', "
+        f"{str(tmp_path / 'out')!r}, '--registry', '192.0.2.1:9'])\n"
+        "print('HEAVY', [m for m in ('requests', 'urllib3', 'grpc', 'docker', 'cryptography') if m in sys.modules])\n"
+        "sys.exit(rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout
+    assert (tmp_path / "out" / "img-initrd.img").is_file()
