@@ -50,7 +50,7 @@ from pkgtool.assemble.runtime_config import (
     bundle_layout,
     bundle_runtime,
 )
-from pkgtool.errors import UsageError
+from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.jsonio import bundle_json
 from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree
 from pkgtool.oci.layer import decompressed_chunks, read_entries
@@ -255,8 +255,7 @@ def write_outputs(
     progress: Progress,
 ) -> list[Path]:
     """Write every format into a staging directory, then move the files into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".pkgtool-tmp-", dir=out_dir))
+    stage = _staging_dir(out_dir)
     try:
         work = stage / ".work"
         work.mkdir()
@@ -281,7 +280,11 @@ def write_outputs(
                     _remove(assembled.tree, boot_file)
                 stripped = True
             progress(f"writing {fmt.name}")
-            written.extend(fmt.writer(inp, stage))
+            try:
+                written.extend(fmt.writer(inp, stage))
+            except OSError as exc:
+                # A full disk or a vanished directory: one line, and the staging dir goes.
+                raise PkgtoolError(f"writing {fmt.name} into {out_dir}: {exc.strerror or exc}") from None
         final: list[Path] = []
         for path in dict.fromkeys(written):
             target = out_dir / path.name
@@ -290,6 +293,24 @@ def write_outputs(
         return final
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _staging_dir(out_dir: Path) -> Path:
+    """A fresh staging directory inside ``out_dir`` (created if missing), or one clear line
+    saying why the output directory cannot take the outputs."""
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--dir {out_dir}: exists and is not a directory")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".pkgtool-tmp-", dir=out_dir))
+    except OSError as exc:
+        raise UsageError(f"--dir {out_dir}: cannot write there ({exc.strerror or exc})") from None
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Fail before any work if the outputs could not be written (the staging directory is
+    made and removed again, so a read-only or foreign path is caught up front)."""
+    shutil.rmtree(_staging_dir(out_dir), ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -338,6 +359,7 @@ def build_image(
     unpinned = [ref for ref in refs if not is_pinned(ref)]
     if unpinned and not allow_unpinned:
         raise UsageError(f"image {unpinned[0]!r} is not pinned by digest: run `pkgtool image lock` first (or allow unpinned images)")
+    check_output_dir(out_dir)
     layout = Layout(cache)
     layout.ensure()
     images = pull_all(refs, CachedSource(layout, registry_client_factory), arch, progress=report)

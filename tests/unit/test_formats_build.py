@@ -186,3 +186,14 @@ def test_a_warm_pinned_build_reads_only_the_cache_and_imports_no_http(tmp_path: 
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stdout
     assert (tmp_path / "out" / "img-initrd.img").is_file()
+
+
+@pytest.mark.parametrize("where", ["a-file", "/proc/self/no-such/out"])
+def test_an_unusable_output_directory_is_one_line_before_any_work(tmp_path: Path, where: str) -> None:
+    yml = _images(tmp_path / "cache")
+    out = tmp_path / where if not where.startswith("/") else Path(where)
+    if where == "a-file":
+        out.write_text("not a directory")
+    with pytest.raises(UsageError, match=rf"^--dir {out}: (exists and is not a directory|cannot write there \(.+\))$"):
+        build_image([Path(yml)], formats=["tar"], arch="amd64", out_dir=out, cache=tmp_path / "cache")
+    assert not [p for p in tmp_path.rglob(".pkgtool-tmp-*") if p.is_dir()]
