@@ -207,9 +207,10 @@ class BuildRun:
         if target.up_to_date:
             if target.wanted:
                 result.digest = self._current_digest(package)
-            note = "; not re-signed: sign what an earlier run pushed with `pkgtool sign`" if self.signer else ""
-            self.progress.message(f"{package.ref} is up to date ({', '.join(target.wanted) or 'no arch requested'}){note}",
+            self.progress.message(f"{package.ref} is up to date ({', '.join(target.wanted) or 'no arch requested'})",
                                   group=name)
+            if self.signer is not None and self.options.push and target.wanted and result.digest:
+                self._complete_signatures(target, result)
             return result
         if self.cancel.is_set():
             raise BuildInterrupted(f"{name}: not started")
@@ -236,7 +237,25 @@ class BuildRun:
         self.progress.message(f"{result.pinned} ({took:.1f}s)", group=name)
         return result
 
-    def _sign(self, target: Target, result: PackageResult, index: Descriptor) -> None:
+    def _complete_signatures(self, target: Target, result: PackageResult) -> None:
+        """``--sign`` on an up-to-date package: sign and attest what this signer has not yet.
+
+        The image's content hash fixes its inputs, so the provenance records them as for a
+        build; its ``internalParameters`` say that this run found the image already pushed
+        (``attestedWithoutRebuild``) rather than built it.
+        """
+        package = target.package
+        index = self.client.head_manifest(package.spec.name, package.tag)
+        if index is None:
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        result.started = result.finished = now
+        args = solve_build_args(package, self.options)
+        result.build_args = {k: v for k, v in args.items() if k != REGISTRY_ARG}
+        result.base_images = resolve_base_images(package, args, self.client)
+        self._sign(target, result, index, complete=True)
+
+    def _sign(self, target: Target, result: PackageResult, index: Descriptor, *, complete: bool = False) -> None:
         import os
 
         from pkgtool.hashing import context_files
@@ -263,10 +282,14 @@ class BuildRun:
             invocation_id=default_invocation_id(os.environ),
             started_on=result.started,
             finished_on=result.finished,
+            extra={"attestedWithoutRebuild": "true"} if complete else {},
         )
         name = display(self.graph, package)
         report = sign_package(self.client, repository=spec.name, index=index, manifests=result.manifests,
-                              build=info, signer=self.signer, layout_cache=self.layout)
+                              build=info, signer=self.signer, layout_cache=self.layout, complete=complete)
+        if complete and report.added == 0:
+            self.progress.message(f"{result.pinned} is already signed and attested by {report.signer}", group=name)
+            return
         self.progress.message(f"signed {result.pinned}: {report.added} item(s) attached by {report.signer}", group=name)
 
     def _current_digest(self, package: Package) -> str:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pkgtool.errors import PkgtoolError
-from pkgtool.jsonio import load_object
+from pkgtool.jsonio import load_object, object_or_none
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.oci.layer import Layer
@@ -134,8 +134,10 @@ def sign_package(
     layout_cache: Layout | None = None,
     sbom: bool = True,
     progress: Progress | None = None,
+    complete: bool = False,
 ) -> SignReport:
-    """Sign and attest a package the build has just pushed.
+    """Sign and attest a package the build has just pushed (or, with ``complete``, one that
+    was already up to date: then only what this signer has not attached yet is added).
 
     * ``client``: a :class:`~pkgtool.oci.registry.RegistryClient` for the registry the
       package was pushed to; ``repository`` its path there (``pkgtool/sshd``).
@@ -148,6 +150,9 @@ def sign_package(
     * ``layout_cache``: the build's OCI layout cache; layers for the SBOM are streamed from
       it when present there, from the registry otherwise (digest-verified either way).
     * ``sbom``: False skips the per-arch SBOMs.
+    * ``complete``: an item counts as present when this signer attached one of its type
+      before, even with other bytes (a provenance differs in its timestamps), so signing an
+      up-to-date package again adds nothing.
 
     Everything is attached both as an OCI referrer (Distribution 2.8: the ``sha256-<hex>``
     fallback index) and the cosign way (``.sig``/``.att`` tags).  Idempotent: signing the
@@ -181,7 +186,7 @@ def sign_package(
     """
     targets = [(_platform_key(key), descriptor) for key, descriptor in manifests.items()]
     return _sign(client, repository=repository, root=index, manifests=targets, build=build,
-                 signer=signer, layout=layout_cache, sbom=sbom, progress=progress)
+                 signer=signer, layout=layout_cache, sbom=sbom, progress=progress, complete=complete)
 
 
 def sign_reference(
@@ -241,6 +246,23 @@ class _Existing:
             for layer in self.layers
         )
 
+    def has_bundle_of(self, predicate_type: str, signer: Signer) -> bool:
+        """A bundle of this predicate type by ``signer``, whatever its payload."""
+        return any(signer.owns_bundle(b) and _predicate_type(bundle_payload(b)) == predicate_type for b in self.bundles)
+
+    def has_layer_of(self, predicate_type: str, signer: Signer) -> bool:
+        return any(
+            _predicate_type(layer.envelope.payload) == predicate_type
+            and signer.owns_envelope(layer.envelope, layer.annotations)
+            for layer in self.layers
+        )
+
+
+def _predicate_type(payload: bytes | None) -> str:
+    document = object_or_none(payload) if payload is not None else None
+    value = document.get("predicateType") if document is not None else None
+    return value if isinstance(value, str) else ""
+
 
 def _sign(
     client: RegistryClient,
@@ -253,6 +275,7 @@ def _sign(
     layout: Layout | None,
     sbom: bool,
     progress: Progress | None,
+    complete: bool = False,
 ) -> SignReport:
     say = progress or (lambda _message: None)
     name = f"{client.registry}/{repository}"
@@ -274,6 +297,11 @@ def _sign(
         found = current(target.digest)
         need_bundle = not found.has_bundle(payload, signer)
         need_layer = att and not found.has_layer(payload, signer)
+        if complete:
+            # Completing an image signed before: any statement of this type by this signer
+            # will do (a provenance made now would differ in its timestamps only).
+            need_bundle = need_bundle and not found.has_bundle_of(predicate_type, signer)
+            need_layer = need_layer and not found.has_layer_of(predicate_type, signer)
         signed = sign() if need_bundle or need_layer else None
         if (need_bundle or need_layer) and signed is None:
             skipped.append(f"{kind}: {signer.description} cannot sign it")

@@ -431,6 +431,18 @@ def test_build_sign_then_verify_with_a_policy(repo: Path, base: basekit.Base, or
     denied = pkgtool("verify", ref, "--key", str(other / "o.pub"), cwd=repo)
     assert denied.returncode == 1 and "Traceback" not in denied.stderr
 
+    # --sign on an up-to-date package adds what this signer has not attached, once.
+    again = pkgtool("build", "pkg/signed", "--sign", "--key", str(keys / "k.key"), cwd=repo, env=env)
+    assert again.returncode == 0 and "already signed and attested" in again.stderr, again.stderr
+    cosigned = pkgtool("build", "pkg/signed", "--sign", "--key", str(other / "o.key"), cwd=repo, env=env)
+    assert cosigned.returncode == 0, cosigned.stderr
+    assert "is up to date" in cosigned.stderr and "item(s) attached by key" in cosigned.stderr
+    accepted = pkgtool("verify", ref, "--key", str(other / "o.pub"), "--output", "json", cwd=repo)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "provenance (SLSA v1)" in {c["check"] for c in json.loads(accepted.stdout)["checks"]}
+    twice = pkgtool("build", "pkg/signed", "--sign", "--key", str(other / "o.key"), cwd=repo, env=env)
+    assert twice.returncode == 0 and "already signed and attested" in twice.stderr, twice.stderr
+
     # An auditor rebuilds from the recorded revision and gets the signed digests.
     rebuilt = pkgtool("verify", ref, "--key", str(keys / "k.pub"), "--rebuild", "--output", "json", cwd=repo, timeout=900)
     assert rebuilt.returncode == 0, rebuilt.stderr
