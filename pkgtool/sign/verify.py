@@ -40,7 +40,7 @@ from pkgtool.sign.attach import (
     read_classic_signatures,
 )
 from pkgtool.sign.dsse import Envelope
-from pkgtool.sign.intoto import LINK_PREDICATE_TYPE
+from pkgtool.sign.intoto import LEGACY_LINK_PREDICATE_TYPE, LINK_PREDICATE_TYPE, is_link_payload
 from pkgtool.sign.payloads import (
     INTOTO_PAYLOAD_TYPE,
     Statement,
@@ -223,7 +223,7 @@ def _accept(found: _Found, shape: str, envelope: Envelope, digest: str, report: 
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
         report.ignored.append(Check(digest, shape, f"payload type {envelope.payload_type!r} is not in-toto"))
         return
-    if _peek_type(envelope.payload) == "link":
+    if is_link_payload(envelope.payload):
         found.links.append(envelope)
         return
     try:
@@ -326,7 +326,8 @@ def _check_in_toto(digest: str, found: _Found, *, policy: Policy, report: Verify
 
     assert policy.in_toto is not None
     if not found.links:
-        reasons = found.rejected.get("link", []) + found.rejected.get(LINK_PREDICATE_TYPE, [])
+        reasons = [r for kind in ("link", LINK_PREDICATE_TYPE, LEGACY_LINK_PREDICATE_TYPE)
+                   for r in found.rejected.get(kind, [])]
         raise SignatureError(
             f"{digest}: in-toto check failed: no build-step link signed by the trusted signer"
             + (f" ({'; '.join(reasons)})" if reasons else "")

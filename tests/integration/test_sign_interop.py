@@ -165,5 +165,7 @@ def test_provenance_and_link_bundles_from_a_package_signing_verify_in_sigstore_j
         result = _verify(verifier, bundle, keys.public_key_pem(key), tmp_path)
         assert result.returncode == 0, result.stderr
         payload = json.loads(base64.b64decode(json.loads(bundle)["dsseEnvelope"]["payload"]))
-        kinds.add(payload.get("predicateType") or payload.get("_type"))
-    assert kinds == {"https://sigstore.dev/cosign/sign/v1", "https://slsa.dev/provenance/v1", "link"}
+        assert payload["_type"] == "https://in-toto.io/Statement/v1"  # every one a Statement, the link too
+        kinds.add(payload["predicateType"])
+    assert kinds == {"https://sigstore.dev/cosign/sign/v1", "https://slsa.dev/provenance/v1",
+                     "https://in-toto.io/attestation/link/v0.3"}

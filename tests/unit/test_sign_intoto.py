@@ -1,4 +1,4 @@
-"""in-toto links signed by pkgtool pass in_toto_verify against a root layout; bad ones fail.
+"""in-toto link Statements signed by pkgtool pass in-toto's layout checks; bad ones fail.
 
 Each test makes its own keys and layouts in memory or tmp dirs; none uses signing/'s.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from pkgtool.sign import SignatureError, keys
 from pkgtool.sign.dsse import Envelope
 from pkgtool.sign.intoto import (
     INDEX_PRODUCT,
+    LINK_PREDICATE_TYPE,
     make_layout,
     make_link,
     parse_link,
@@ -54,15 +54,33 @@ def test_link_verifies_against_the_layout(parties: tuple[keys.PrivateKey, KeySig
     assert result.functionary_keyid == link.signatures[0].keyid
 
 
-def test_link_is_in_totos_own_format(parties: tuple[keys.PrivateKey, KeySigner], tmp_path: Path) -> None:
-    from in_toto.models.metadata import Metadata  # type: ignore[import-untyped]
-
+def test_link_is_a_statement_with_the_link_predicate(parties: tuple[keys.PrivateKey, KeySigner]) -> None:
+    """What cosign and policy engines read: an in-toto Statement v1 whose subjects are the
+    products, with the attestation framework's link predicate (v0.3)."""
     _owner, functionary = parties
-    path = tmp_path / "build.link"
-    path.write_bytes(_link(functionary).to_json())
-    loaded = Metadata.load(str(path))
-    assert loaded.get_payload().name == "build"
-    assert parse_link(_link(functionary).payload).name == "build"
+    statement = json.loads(_link(functionary).payload)
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["predicateType"] == LINK_PREDICATE_TYPE == "https://in-toto.io/attestation/link/v0.3"
+    assert statement["subject"] == [{"name": INDEX_PRODUCT, "digest": {"sha256": INDEX[7:]}},
+                                    {"name": "oci/linux/amd64", "digest": {"sha256": AMD64[7:]}}]
+    predicate = statement["predicate"]
+    assert predicate["name"] == "build" and predicate["command"] == []
+    assert predicate["materials"] == [{"name": "pkg/test/Dockerfile", "digest": {"sha256": "cd" * 32}},
+                                      {"name": "pkg/test/build.yml", "digest": {"sha256": "ab" * 32}}]
+    info = parse_link(_link(functionary).payload)
+    assert info.products == {INDEX_PRODUCT: INDEX[7:], "oci/linux/amd64": AMD64[7:]}
+
+
+def test_a_classic_link_of_earlier_versions_still_verifies(parties: tuple[keys.PrivateKey, KeySigner]) -> None:
+    from in_toto.models.link import Link  # type: ignore[import-untyped]
+    from in_toto.models.metadata import Envelope as InTotoEnvelope  # type: ignore[import-untyped]
+
+    owner, functionary = parties
+    classic = Link(name="build", materials={p: {"sha256": v.removeprefix("sha256:")} for p, v in MATERIALS.items()},
+                   products={INDEX_PRODUCT: {"sha256": INDEX[7:]}}, byproducts={}, command=[], environment={})
+    envelope = functionary.sign_link(InTotoEnvelope.from_signable(classic).payload).envelope
+    result = verify_link(_layout(owner, functionary), [owner.public_key()], envelope, index_digest=INDEX)
+    assert result.link.materials["pkg/test/build.yml"] == "ab" * 32
 
 
 def test_expired_layout_is_rejected(parties: tuple[keys.PrivateKey, KeySigner]) -> None:
@@ -82,7 +100,7 @@ def test_layout_signed_by_another_key_is_rejected(parties: tuple[keys.PrivateKey
 def test_link_by_an_unauthorised_functionary_is_rejected(parties: tuple[keys.PrivateKey, KeySigner]) -> None:
     owner, functionary = parties
     intruder = KeySigner(keys.generate_keypair())
-    with pytest.raises(SignatureError, match="does not authorise"):
+    with pytest.raises(SignatureError, match="which the layout does not authorise for step 'build'"):
         verify_link(_layout(owner, functionary), [owner.public_key()], _link(intruder), index_digest=INDEX)
 
 
