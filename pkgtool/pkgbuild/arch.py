@@ -90,14 +90,15 @@ def build_arch(
 
 
 def _via_dockerd(builder: Builder, solve: dict[str, Any], repack: dict[str, Any], layout: Layout) -> tuple[RepackedImage, int]:
-    import docker
     import docker.errors
+
+    from pkgtool.buildkit.connect import docker_client
 
     # A unique name: concurrent builds of the same package (other processes, other arches)
     # must never save each other's result.
     name = f"pkgtool-build/{secrets.token_hex(8)}:latest"
     result = builder.solve_dockerfile(export=MobyExport(name), **solve)
-    client = docker.DockerClient(base_url=builder.address.url, timeout=_DOCKER_TIMEOUT)
+    client = docker_client(builder.address, timeout=_DOCKER_TIMEOUT)
     try:
         try:
             chunks = client.images.get(name).save(named=True)
