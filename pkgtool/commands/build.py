@@ -73,10 +73,23 @@ def register(sub: Any) -> None:
         "manifest",
         help="rebuild a package's multi-arch index from the per-arch tags in the registry",
         description="For each package, find ORG/IMAGE:TAG-ARCH for its arches in the registry and "
-        "write (merge) the index ORG/IMAGE:TAG from them.",
+        "write (merge) the index ORG/IMAGE:TAG from them, keeping arches the index already lists. "
+        "The last step of sharded publishing: `pkgtool build --no-index` on each machine, then this.",
     )
-    manifest.add_argument("packages", nargs="+", metavar="PKGDIR")
+    manifest.add_argument("packages", nargs="*", metavar="PKGDIR")
+    manifest.add_argument("--all", metavar="DIR", dest="all_under", default=None,
+                          help="also every package below DIR (e.g. --all pkg/)")
+    manifest.add_argument("--platforms", metavar="P1,P2", default=None,
+                          help="only these platforms (default: each package's arches)")
+    manifest.add_argument("--complete", action="store_true",
+                          help="write no index at all unless every package has all its arches pushed")
+    manifest.add_argument("--sign", action="store_true",
+                          help="sign each index this run changed, with SLSA provenance for all its platforms "
+                          "(with --key K, else keyless)")
+    manifest.add_argument("--key", metavar="K.key", default=None, help="cosign-compatible private key for --sign")
     manifest.add_argument("--registry", metavar="HOST[:PORT]", default=None)
+    manifest.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "json"),
+                          help="progress output for --sign")
     manifest.set_defaults(func=cmd_manifest)
 
 
@@ -167,17 +180,38 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pkgtool import settings
+    from pkgtool.errors import UsageError
     from pkgtool.oci.registry import RegistryClient
-    from pkgtool.pkgbuild.push import rebuild_index
+    from pkgtool.pkgbuild.api import package_dirs
+    from pkgtool.pkgbuild.merge import merge_indexes, sign_merged
+    from pkgtool.pkgbuild.plan import BuildOptions, parse_platforms
     from pkgtool.pkggraph import load_graph
+    from pkgtool.progress import Progress
 
+    if args.key and not args.sign:
+        raise UsageError("--key is for --sign")
     registry = settings.registry(args.registry)
-    graph = load_graph([Path(p) for p in args.packages])
+    platforms = parse_platforms(args.platforms)
+    dirs = package_dirs(args.packages, all_under=args.all_under)
+    signer = None
+    if args.sign:
+        from pkgtool.sign.publish import signer_for
+
+        signer = signer_for(Path(args.key) if args.key else None)
+    graph = load_graph(dirs)
+    wanted = [graph.get(d) for d in dirs]
     client = RegistryClient(registry)
-    for directory in args.packages:
-        package = graph.get(Path(directory))
-        descriptor, found = rebuild_index(client, repository=package.spec.name, tag=package.tag,
-                                          arches=package.spec.arches)
-        print(f"{registry}/{package.ref}@{descriptor.digest}")
-        print(f"pkgtool: {package.ref}: index lists {', '.join(found)}", file=sys.stderr)
+    merged = merge_indexes(graph, wanted, client, platforms=platforms, complete=args.complete)
+    with Progress(args.progress) as progress:
+        for item in merged:
+            print(f"{registry}/{item.package.ref}@{item.index.digest}")
+            state = "written" if item.changed else "unchanged"
+            print(f"pkgtool: {item.package.ref}: index {state}, merged from {', '.join(item.arches)}", file=sys.stderr)
+            if signer is None:
+                continue
+            if not item.changed:
+                progress.message(f"{item.package.ref}: index unchanged; not re-signed (sign it with `pkgtool sign`)")
+                continue
+            sign_merged(graph, item, client, options=BuildOptions(registry=registry), signer=signer,
+                        progress=progress)
     return 0

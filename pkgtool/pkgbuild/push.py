@@ -94,18 +94,3 @@ def store_local(layout: Layout, *, name: str, ours: Mapping[str, Descriptor], ar
     layout.tag(name, descriptor)
     return descriptor
 
-
-def rebuild_index(client: RegistryClient, *, repository: str, tag: str,
-                  arches: tuple[str, ...]) -> tuple[Descriptor, list[str]]:
-    """``pkgtool manifest``: (re)write the index at ``tag`` from the ``<tag>-<arch>`` manifests."""
-    ours: dict[str, Descriptor] = {}
-    for arch in arches:
-        found = client.head_manifest(repository, f"{tag}-{arch}")
-        if found is not None and found.media_type in mediatypes.MANIFEST_TYPES:
-            ours[arch] = Descriptor(found.media_type, found.digest, found.size, platform=Platform("linux", arch))
-    if not ours:
-        raise RegistryError(
-            f"{client.registry}/{repository}: no per-arch image {tag}-<arch> for any of {', '.join(arches)}; "
-            "build the package first"
-        )
-    return push_index(client, repository=repository, tag=tag, ours=ours), sorted(ours, key=arches.index)
