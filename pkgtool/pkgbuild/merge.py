@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pkgtool.errors import PkgtoolError
-from pkgtool.oci import mediatypes
-from pkgtool.oci.descriptor import Descriptor, Platform
+from pkgtool.oci.descriptor import Descriptor
 from pkgtool.pkgbuild import REGISTRY_ARG
 from pkgtool.pkgbuild.plan import BuildOptions, display, wanted_arches
 from pkgtool.pkggraph import Package, PackageGraph
@@ -38,26 +37,17 @@ class Merged:
     changed: bool  # False: the registry already had exactly this index
 
 
-def _found_arches(client: RegistryClient, package: Package, arches: Sequence[str]) -> dict[str, Descriptor]:
-    found: dict[str, Descriptor] = {}
-    for arch in arches:
-        head = client.head_manifest(package.spec.name, f"{package.tag}-{arch}")
-        if head is not None and head.media_type in mediatypes.MANIFEST_TYPES:
-            found[arch] = Descriptor(head.media_type, head.digest, head.size, platform=Platform("linux", arch))
-    return found
-
-
 def merge_indexes(graph: PackageGraph, packages: Sequence[Package], client: RegistryClient, *,
                   platforms: tuple[str, ...] | None, complete: bool) -> list[Merged]:
     """Merge the index of each package from its ``<tag>-<arch>`` manifests."""
-    from pkgtool.pkgbuild.push import push_index
+    from pkgtool.pkgbuild.push import arch_tags, push_index
 
     plans: list[tuple[Package, tuple[str, ...], dict[str, Descriptor]]] = []
     for package in packages:
         arches = wanted_arches(package, platforms)
         if not arches:
             continue
-        found = _found_arches(client, package, arches)
+        found = arch_tags(client, repository=package.spec.name, tag=package.tag, arches=arches)
         missing = [a for a in arches if a not in found]
         if not found or (complete and missing):
             what = ", ".join(f"{package.tag}-{a}" for a in (missing or arches))
@@ -69,7 +59,8 @@ def merge_indexes(graph: PackageGraph, packages: Sequence[Package], client: Regi
     merged: list[Merged] = []
     for package, arches, found in plans:
         before = client.head_manifest(package.spec.name, package.tag)
-        index = push_index(client, repository=package.spec.name, tag=package.tag, ours=found)
+        index = push_index(client, repository=package.spec.name, tag=package.tag, ours=found,
+                           arches=package.spec.arches)
         merged.append(Merged(package, index, tuple(a for a in arches if a in found),
                              changed=before is None or before.digest != index.digest))
     return merged

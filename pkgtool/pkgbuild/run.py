@@ -335,7 +335,8 @@ class BuildRun:
                                arch=arch, manifest=result.manifests[arch])
         if not self.options.push_index:
             return None
-        return push_index(self.client, repository=package.spec.name, tag=package.tag, ours=result.manifests)
+        return push_index(self.client, repository=package.spec.name, tag=package.tag, ours=result.manifests,
+                          arches=package.spec.arches)
 
 
 def describe(targets: Sequence[Target], graph: PackageGraph) -> list[str]:
