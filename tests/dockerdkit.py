@@ -171,7 +171,12 @@ def running(*, tls: bool = False) -> Iterator[Dockerd]:
         daemon.stop()
 
 
-if __name__ == "__main__":  # manual probing: start one and wait
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":  # manual probing: start one, print its address, stop it on SIGTERM/SIGINT
+    signal.signal(signal.SIGTERM, _interrupt)
     with running(tls=bool(os.environ.get("TLS"))) as d:
         print(d.host, d.tcp_port or "", d.state, flush=True)
         with contextlib.suppress(KeyboardInterrupt):

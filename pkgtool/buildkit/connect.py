@@ -96,12 +96,19 @@ def dial(url: str, *, timeout: float = _CONNECT_TIMEOUT, tls: TLSOptions | None 
         else:
             raise PkgtoolError(f"cannot reach BuildKit at {url}: unsupported address")
     except ssl.SSLError as exc:
-        raise PkgtoolError(f"cannot reach BuildKit at {url}: TLS ({tls.describe() if tls else ''}): "
-                           f"{exc.reason or exc}") from None
+        raise PkgtoolError(f"cannot reach BuildKit at {url}: {tls_failure(exc, tls)}") from None
     except OSError as exc:
         raise PkgtoolError(f"cannot reach BuildKit at {url}: {exc.strerror or exc}") from exc
     sock.settimeout(None)
     return sock
+
+
+def tls_failure(exc: ssl.SSLError, tls: TLSOptions | None) -> str:
+    """A TLS handshake failure in words, with the options that were used (never file contents)."""
+    used = f" (using {tls.describe()})" if tls is not None else ""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message}{used}"
+    return f"TLS: {exc.reason or exc}{used}"
 
 
 def _wrap_tls(sock: socket.socket, tls: TLSOptions, *, hostname: str) -> socket.socket:
@@ -297,4 +304,11 @@ def docker_client(address: BuilderAddress, *, timeout: float) -> Any:
             ca_cert=str(address.tls.ca_cert) if address.tls.ca_cert else None,
             verify=str(address.tls.ca_cert) if address.tls.ca_cert else True,
         )
-    return docker.DockerClient(base_url=address.url, timeout=timeout, tls=tls)
+    # The API version is fixed (as for /grpc and /session) so that creating the client does
+    # not already make a request: requests would verify it against $REQUESTS_CA_BUNDLE,
+    # which it lets override the client's own CA; trust_env=False stops that below.
+    client = docker.DockerClient(base_url=address.url, timeout=timeout, tls=tls,
+                                 version=DOCKER_API_VERSION.removeprefix("v"))
+    if address.tls is not None:
+        client.api.trust_env = False
+    return client

@@ -96,7 +96,12 @@ def register(sub: Any) -> None:
 def _options(args: argparse.Namespace) -> Any:
     from pkgtool import settings
     from pkgtool.errors import UsageError
-    from pkgtool.pkgbuild.builders_config import builder_assignments, check_address, tls_from_flags
+    from pkgtool.pkgbuild.builders_config import (
+        builder_assignments,
+        check_address,
+        check_tls_files,
+        tls_from_flags,
+    )
     from pkgtool.pkgbuild.cache import parse_cache_location
     from pkgtool.pkgbuild.plan import BuildOptions, cpu_jobs, parse_platforms
     from pkgtool.spec.package import parse_build_arg_flags
@@ -113,6 +118,8 @@ def _options(args: argparse.Namespace) -> Any:
     tls = tls_from_flags(ca_cert=args.tlscacert, cert=args.tlscert, key=args.tlskey, server_name=args.tlsservername)
     if args.builder is not None:
         check_address(args.builder, where="--builder")
+    builders = builder_assignments(args.builders, tls=tls)
+    check_tls_files(builders, tls)
     cache_from = tuple(parse_cache_location(v, flag="--cache-from", default_registry=registry) for v in args.cache_from)
     cache_to = parse_cache_location(args.cache_to, flag="--cache-to", default_registry=registry) if args.cache_to else None
     return BuildOptions(
@@ -125,7 +132,7 @@ def _options(args: argparse.Namespace) -> Any:
         builder=args.builder,
         jobs=args.jobs or cpu_jobs(),
         sign=args.sign,
-        builders=builder_assignments(args.builders, tls=tls),
+        builders=builders,
         builder_tls=tls,
         cache_from=cache_from,
         cache_to=cache_to,

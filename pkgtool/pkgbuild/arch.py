@@ -132,7 +132,10 @@ def _via_dockerd(builder: Builder, solve: dict[str, Any], repack: dict[str, Any]
     # must never save each other's result.
     name = f"pkgtool-build/{secrets.token_hex(8)}:latest"
     result = builder.solve_dockerfile(export=MobyExport(name), **solve)
-    client = docker_client(builder.address, timeout=_DOCKER_TIMEOUT)
+    try:
+        client = docker_client(builder.address, timeout=_DOCKER_TIMEOUT)
+    except docker.errors.DockerException as exc:
+        raise PkgtoolError(f"cannot reach {builder.address} to read the built image back: {exc}") from None
     cache_image = ""
     try:
         try:

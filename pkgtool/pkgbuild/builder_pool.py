@@ -71,6 +71,7 @@ class BuilderPool:
                 builder = self._connect(address)
             except PkgtoolError as exc:
                 error = BuilderUnavailable(f"{self._describe(arch)}: {exc}")
+                error.exit_code = exc.exit_code  # a usage error stays one
                 self._failed[address] = error
                 raise error from None
             self._open[address] = builder

@@ -212,6 +212,15 @@ def builder_assignments(flag: str | None, *, tls: TLSOptions | None = None,
     return {arch: choice.with_default_tls(tls) for arch, choice in found.items()}
 
 
+def check_tls_files(assignments: Mapping[str, BuilderChoice], default_tls: TLSOptions | None) -> None:
+    """Every TLS file named for a builder is readable PEM: a usage error before any build."""
+    from pkgtool.buildkit.tls import check_readable
+
+    for options in [default_tls, *(c.tls for c in assignments.values())]:
+        if options is not None:
+            check_readable(options)
+
+
 def tls_from_flags(*, ca_cert: str | None, cert: str | None, key: str | None,
                    server_name: str | None) -> TLSOptions | None:
     """``--tlscacert``/``--tlscert``/``--tlskey``/``--tlsservername`` (None: none given)."""

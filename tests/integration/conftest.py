@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import dockerdkit
 import pkgsetkit
 import pytest
 
@@ -22,3 +23,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if any(pkgsetkit.MEASURE.values()):
         terminalreporter.write_sep("-", "package set measurements")
         terminalreporter.write_line(pkgsetkit.summary())
+
+
+@pytest.fixture(scope="session")
+def second_dockerd() -> Iterator[dockerdkit.Dockerd]:
+    """A second dockerd, a second BuildKit builder (FACTS §7): own data root, socket and
+    containerd namespaces, also on tcp://127.0.0.1 with mutual TLS.  Started once per
+    session (about 6 s) and stopped at its end; its build cache is the tests' to prune."""
+    with dockerdkit.running(tls=True) as daemon:
+        yield daemon
