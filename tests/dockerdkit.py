@@ -1,8 +1,14 @@
 """A second, throw-away dockerd: a second BuildKit builder for tests and benchmarks.
 
-It runs beside the stack's daemon with its own data root, exec root, pidfile and socket,
-and no networking of its own (``--bridge=none --iptables=false --ip-masq=false``), so it
-never touches the stack's state; its build cache can be pruned freely.  It pulls bases from
+It runs beside the stack's daemon with its own data root, exec root, pidfile, socket and
+containerd namespaces, and without iptables rules (``--iptables=false --ip-masq=false``),
+so it never touches the stack's state; its build cache can be pruned freely.
+
+Its bridge is its own too: a bridge interface made here and passed as ``--bridge``.  Not
+``--bridge=none``: with that, dockerd deletes the host's ``docker0`` interface at startup
+(it assumes docker0 is its own leftover), which takes the default network away from the
+stack's daemon: its RUN steps with sandbox networking then fail with "could not find bridge
+docker0".  It pulls bases from
 the loopback registry without extra configuration (dockerd allows loopback registries over
 plain HTTP).  Optionally it also listens on ``tcp://127.0.0.1:PORT`` with mutual TLS, for
 the builder TLS options.
@@ -15,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import secrets
 import shutil
 import signal
 import socket
@@ -44,6 +52,7 @@ class Dockerd:
     process: subprocess.Popen[bytes]
     tls: TLSFiles | None = None
     tcp_port: int | None = None
+    bridge: str = ""
 
     @property
     def socket(self) -> Path:
@@ -96,6 +105,8 @@ class Dockerd:
         # dockerd unmounts its data root's private bind mount on exit; be sure before rm.
         subprocess.run(["umount", "-R", str(self.state / "data")], capture_output=True, check=False)
         shutil.rmtree(self.state, ignore_errors=True)
+        if self.bridge:
+            subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
 
 
 def _free_port() -> int:
@@ -126,15 +137,30 @@ def make_tls(directory: Path) -> tuple[TLSFiles, Path, Path]:
             directory / "server.pem", directory / "server-key.pem")
 
 
+def _make_bridge(name: str) -> None:
+    """A bridge interface with a private /24 no other interface uses."""
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
+    for third in random.sample(range(1, 255), 254):
+        subnet = f"10.213.{third}."
+        if subnet not in used:
+            break
+    else:
+        raise RuntimeError("no free 10.213.x.0/24 for the second dockerd's bridge")
+    subprocess.run(["ip", "link", "add", "name", name, "type", "bridge"], check=True, capture_output=True)
+    subprocess.run(["ip", "addr", "add", f"{subnet}1/24", "dev", name], check=True, capture_output=True)
+    subprocess.run(["ip", "link", "set", name, "up"], check=True, capture_output=True)
+
+
 def start(*, tls: bool = False) -> Dockerd:
     """Start a second dockerd (about 6 s); with ``tls`` also on tcp://127.0.0.1 with mutual TLS."""
     # Short: unix socket paths are limited to 107 bytes.
     state = Path(tempfile.mkdtemp(prefix="pkgtool-d2-", dir="/tmp"))
+    suffix = state.name[-8:].lower()
+    bridge = f"pkgtd2{secrets.token_hex(4)}"  # at most 15 characters, as Linux wants
     args = ["dockerd", "--data-root", str(state / "data"), "--exec-root", str(state / "exec"),
             "--pidfile", str(state / "dockerd.pid"), "-H", f"unix://{state / 'd.sock'}",
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
-            "--containerd-namespace", f"d2-{state.name[-8:]}",
-            "--containerd-plugins-namespace", f"d2p-{state.name[-8:]}"]
+            f"--bridge={bridge}", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
+            "--containerd-namespace", f"d2-{suffix}", "--containerd-plugins-namespace", f"d2p-{suffix}"]
     tls_files = None
     port = None
     if tls:
@@ -142,9 +168,14 @@ def start(*, tls: bool = False) -> Dockerd:
         port = _free_port()
         args += ["-H", f"tcp://127.0.0.1:{port}", "--tlsverify", "--tlscacert", str(tls_files.ca),
                  "--tlscert", str(server_cert), "--tlskey", str(server_key)]
-    with open(state / "dockerd.log", "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    daemon = Dockerd(state, process, tls_files, port)
+    _make_bridge(bridge)
+    try:
+        with open(state / "dockerd.log", "wb") as log:
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError:
+        subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+        raise
+    daemon = Dockerd(state, process, tls_files, port, bridge)
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -318,10 +318,10 @@ class Builder:
             message = f"{message} ({session.errors[0]})"
         failed = tracker.failed()
         if failed is None:
-            return BuildError(f"build for {platform} on {self.address} failed: {message}", step="", platform=platform,
+            return BuildError(f"build for {platform} failed on {self.address}: {message}", step="", platform=platform,
                               log_tail=[])
         step, _error, tail = failed
-        text = f"build for {platform} on {self.address} failed at step {step!r}: {message}"
+        text = f"build for {platform} failed on {self.address} at step {step!r}: {message}"
         if tail:
             text += "; last output: " + " | ".join(line for line in tail[-5:] if line.strip())
         return BuildError(text, step=step, platform=platform, log_tail=tail)

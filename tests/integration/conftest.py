@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dockerdkit
 import pkgsetkit
@@ -30,5 +31,9 @@ def second_dockerd() -> Iterator[dockerdkit.Dockerd]:
     """A second dockerd, a second BuildKit builder (FACTS §7): own data root, socket and
     containerd namespaces, also on tcp://127.0.0.1 with mutual TLS.  Started once per
     session (about 6 s) and stopped at its end; its build cache is the tests' to prune."""
+    docker0 = Path("/sys/class/net/docker0")
+    had_docker0 = docker0.exists()
     with dockerdkit.running(tls=True) as daemon:
         yield daemon
+    # The stack's daemon needs its bridge: a second daemon must never take it away.
+    assert docker0.exists() or not had_docker0, "the second dockerd removed the host's docker0 bridge"
