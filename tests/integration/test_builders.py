@@ -330,3 +330,28 @@ def test_registry_cache_round_trip_on_an_emptied_builder_keeps_the_digests(
     after = cache_descriptions(second_dockerd.host)
     assert not ran(after, marker("arm64", token))
     assert any("COPY /out/ /" in d for d in after), after
+
+
+def test_standalone_buildkitd_for_one_platform_exports_a_max_registry_cache(
+        repo: Path, base: basekit.Base, org: str, client: RegistryClient, buildkitd: str) -> None:
+    """With a standalone buildkitd (skipped when none is installed: Debian packages none):
+    arm64 goes to it (Control.Session, the oci exporter), amd64 stays on dockerd; buildkitd
+    pushes a type=registry mode=max cache itself, dockerd an inline one through pkgtool; the
+    digests are those of one builder."""
+    token = secrets.token_hex(4)
+    per_arch_package(repo, "mixed", org=org, base=base, token=token, arches=("amd64", "arm64"))
+    commit(repo)
+    cache = f"{settings.registry()}/pkgtool-test/cache-{token}"
+    mixed = pkgtool("build", "pkg/mixed", "--builders", f"linux/arm64={buildkitd}", "--cache-to", cache,
+                    "--progress=json", cwd=repo, timeout=900)
+    spread = summary(mixed)
+    assert spread["builders"] == {"amd64": "dockerd", "arm64": buildkitd}
+    assert "exporting to oci image format" in mixed.stderr
+    cache_repository = f"pkgtool-test/cache-{token}/{org}/mixed"
+    # buildkitd's own registry cache: an index whose config is BuildKit's cache config.
+    arm64_cache = client.get_manifest(cache_repository, "cache-arm64")
+    assert any(m.media_type == "application/vnd.buildkit.cacheconfig.v0" for m in arm64_cache.manifests)
+    amd64_cache = client.get_manifest(cache_repository, "cache-amd64")
+    assert amd64_cache.config is not None and not amd64_cache.is_index
+    single = summary(pkgtool("build", "pkg/mixed", "--force", "--progress=json", cwd=repo))
+    assert single["manifests"] == spread["manifests"] and single["digest"] == spread["digest"]
