@@ -225,20 +225,26 @@ def test_unreachable_builder_fails_its_arch_cleanly_and_pushes_nothing(
 
 
 def test_two_processes_building_different_arches_end_with_complete_indexes(
-        repo: Path, base: basekit.Base, org: str, client: RegistryClient,
-        second_dockerd: dockerdkit.Dockerd) -> None:
-    """Two `pkgtool build --platforms` at once, one per arch and builder, three packages
-    each: every index ends up listing both arches."""
-    names = ("r1", "r2", "r3")
+        repo: Path, org: str, client: RegistryClient, second_dockerd: dockerdkit.Dockerd) -> None:
+    """Two `pkgtool build --platforms` at once, one per arch and builder, over the same six
+    packages: every index ends up listing both arches.  The packages have no RUN step, so
+    both processes reach each index at nearly the same moment (the interleaving that loses
+    an arch to a plain read-modify-write is replayed deterministically in
+    tests/unit/test_index_merge.py)."""
+    names = [f"r{i}" for i in range(6)]
     for name in names:
-        per_arch_package(repo, name, org=org, base=base, token=name, arches=("amd64", "arm64"))
+        directory = repo / "pkg" / name
+        directory.mkdir(parents=True)
+        (directory / "build.yml").write_text(f"image: {name}\norg: {org}\narches: [amd64, arm64]\n")
+        (directory / "Dockerfile").write_text("FROM scratch\nCOPY note /\n")
+        (directory / "note").write_text(f"{name}\n")
     commit(repo)
     env = {k: v for k, v in os.environ.items() if k not in ("PKGTOOL_BUILDERS", "BUILDKIT_HOST")}
     env.update(PKGTOOL_BUILDERS_CONFIG=str(repo / "none.toml"), PKGTOOL_PROGRESS="plain")
     packages = [f"pkg/{n}" for n in names]
     commands = [
-        ["build", *packages, "--platforms", "linux/amd64", "--jobs", "3"],
-        ["build", *packages, "--platforms", "linux/arm64", "--jobs", "3",
+        ["build", *packages, "--platforms", "linux/amd64", "--jobs", "6"],
+        ["build", *packages, "--platforms", "linux/arm64", "--jobs", "6",
          "--builders", f"linux/arm64=docker://{second_dockerd.host}"],
     ]
     running = [subprocess.Popen([sys.executable, "-m", "pkgtool", *c], cwd=repo, env=env, text=True,
