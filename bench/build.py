@@ -1,6 +1,6 @@
 """Package-build benchmarks against the real stack (`scripts/stack up` first).
 
-Three measurements, each with its baseline taken in the same run:
+Four measurements, each with its baseline taken in the same run:
 
 * **no-op**: ``pkgtool build`` of a package whose tag is already in the registry, median
   wall time, as a ratio of ``pkgtool --version`` (target: under 0.5 s);
@@ -9,9 +9,14 @@ Three measurements, each with its baseline taken in the same run:
   RUN step does real CPU work under emulation and ``disable-cache`` makes every run do it;
 * **context transfer**: bytes of build context BuildKit asked for on a first build (50 MB
   of files) and on a second one after changing one small file (target: the second sends
-  only that file).
+  only that file);
+* **registry cache**: a package (a CPU-heavy emulated arm64 RUN) rebuilt by a builder whose
+  local BuildKit cache was just emptied, with ``--cache-from`` a warm registry cache, as a
+  ratio of the same rebuild without it (target: at most 0.3x).  The builder is a second,
+  throw-away dockerd (tests/dockerdkit.py), so the stack's cache is never pruned.
 
-    python bench/build.py
+    python bench/build.py          # all four
+    python bench/build.py cache    # only the registry cache case
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import basekit
+import dockerdkit
 
 from pkgtool import settings
 from pkgtool.pkgbuild.api import execute, make_plan
+from pkgtool.pkgbuild.cache import parse_cache_location
 from pkgtool.pkgbuild.plan import BuildOptions
 from pkgtool.progress import Progress
 
 RUNS = 9
+CACHE_RUNS = 3
 
 
 def pkgtool(*args: str, cwd: Path) -> float:
@@ -106,6 +114,39 @@ def main() -> None:
         print(f"context sent, first build          {sent[0]:>12,} bytes (baseline: 50 MiB of files)")
         print(f"context sent, one file changed     {sent[1]:>12,} bytes  ratio {sent[1] / max(sent[0], 1):.6f}x")
 
+        # -- registry cache ------------------------------------------------------------
+        registry_cache(root, head, cache)
+
+
+def registry_cache(root: Path, head: str, cache: Path) -> None:
+    """Rebuilds on an emptied builder: with --cache-from a warm registry cache vs without."""
+    work = head + ("RUN mkdir /out && i=0 && while [ $i -lt 400000 ]; do i=$((i+1)); done && uname -m > /out/arch\n"
+                   "FROM scratch\nCOPY --from=build /out/ /\n")
+    directory = package(root, "cached", work, "arches: [arm64]\n")
+    location = parse_cache_location(f"{settings.registry()}/pkgtool-bench/cache-{secrets.token_hex(4)}",
+                                    flag="--cache-to", default_registry=settings.registry())
+    with dockerdkit.running() as daemon:
+        builder = {"builder": f"docker://{daemon.host}", "builders": {}}
+        build(directory, cache, cache_to=location, **builder)  # warms the registry cache
+        timings: dict[str, list[float]] = {"without": [], "with": []}
+        for _ in range(CACHE_RUNS):
+            for case, extra in (("without", {}), ("with", {"cache_from": (location,)})):
+                daemon.prune_build_cache()
+                start = time.perf_counter()
+                build(directory, cache, force=True, **builder, **extra)
+                timings[case].append(time.perf_counter() - start)
+    without, warm = statistics.median(timings["without"]), statistics.median(timings["with"])
+    print(f"rebuild on an emptied builder      {without:7.1f} s (baseline, median of {CACHE_RUNS})")
+    print(f"  ... with --cache-from (registry) {warm:7.1f} s  ratio {warm / without:.2f}x  target <= 0.3x")
+
+
+def cache_only() -> None:
+    base = basekit.push_busybox_base(settings.registry())
+    head = f"ARG PKGTOOL_REGISTRY=127.0.0.1:5000\nFROM {base.pinned('${PKGTOOL_REGISTRY}')} AS build\n"
+    with tempfile.TemporaryDirectory(prefix="pkgtool-bench-") as tmp:
+        (Path(tmp) / "pkg").mkdir()
+        registry_cache(Path(tmp), head, Path(tmp) / "cache")
+
 
 if __name__ == "__main__":
-    main()
+    cache_only() if sys.argv[1:] == ["cache"] else main()

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from pkgtool.buildkit._gen import auth_pb2, control_pb2, filesync_pb2, health_pb2, wire_pb2
@@ -44,6 +44,9 @@ from pkgtool.buildkit.filesync import (
 )
 from pkgtool.errors import PkgtoolError
 from pkgtool.jsonio import object_or_none
+
+if TYPE_CHECKING:
+    from pkgtool.buildkit.tls import TLSOptions
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +227,9 @@ class Session:
         self._sockets.append(sock)
         return sock
 
-    def attach_dockerd(self, docker_host: str) -> None:
+    def attach_dockerd(self, docker_host: str, *, tls: TLSOptions | None = None) -> None:
         """Open ``/session`` on dockerd and splice it onto our server."""
-        remote, pending = hijack(docker_host, "/session", self.headers)
+        remote, pending = hijack(docker_host, "/session", self.headers, tls=tls)
         self._sockets.append(remote)
         splice(remote, self._local_socket(), a_pending=pending)
 

@@ -8,9 +8,10 @@ the same shared key for the same context dir, so BuildKit reuses earlier transfe
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +22,7 @@ from pkgtool.buildkit.connect import BuilderAddress, Connection, connect, resolv
 from pkgtool.buildkit.session import ExportTarget, Session, shared_key
 from pkgtool.buildkit.status import StatusCallback, StatusTracker
 from pkgtool.buildkit.stubs import service_stub
+from pkgtool.buildkit.tls import TLSOptions
 from pkgtool.errors import PkgtoolError
 
 NETWORK_MODES = ("none", "sandbox", "host")
@@ -58,6 +60,15 @@ class LocalExport:
 
 
 Export = MobyExport | TarExport | OCIExport | LocalExport
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cache import or export for a solve: BuildKit's ``type`` (``registry``,
+    ``inline``, ...) and its attributes (``ref=HOST/REPO:TAG``, ``mode=min|max``)."""
+
+    type: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,18 @@ def frontend_attrs(
     if target:
         attrs["target"] = target
     return attrs
+
+
+def set_cache_options(req: Any, *, imports: Sequence[CacheEntry], exports: Sequence[CacheEntry]) -> None:
+    """Fill ``SolveRequest.Cache``; the frontend learns of the imports from its
+    ``cache-imports`` attribute (a JSON list), as buildctl passes them."""
+    for entry in imports:
+        req.Cache.Imports.add(Type=entry.type, Attrs=dict(entry.attrs))
+    for entry in exports:
+        req.Cache.Exports.add(Type=entry.type, Attrs=dict(entry.attrs))
+    if imports:
+        req.FrontendAttrs["cache-imports"] = json.dumps(
+            [{"Type": e.type, "Attrs": dict(e.attrs)} for e in imports], sort_keys=True)
 
 
 def _rpc_message(exc: Any) -> str:
@@ -181,10 +204,17 @@ class Builder:
         network: str | None = None,
         no_cache: bool = False,
         target: str | None = None,
+        cache_imports: Sequence[CacheEntry] = (),
+        cache_exports: Sequence[CacheEntry] = (),
         on_status: StatusCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> SolveResult:
-        """Build ``dockerfile`` with ``context`` for one ``platform`` and export the result."""
+        """Build ``dockerfile`` with ``context`` for one ``platform`` and export the result.
+
+        ``cache_imports`` and ``cache_exports`` go into the request's cache options; the
+        imports are also handed to the Dockerfile frontend (``cache-imports``), which is
+        what makes its own solves consult them.
+        """
         import grpc
 
         if not dockerfile.is_file():
@@ -199,6 +229,7 @@ class Builder:
                 labels=labels or {}, network=network, no_cache=no_cache, target=target,
             ),
         )
+        set_cache_options(req, imports=cache_imports, exports=cache_exports)
         target_export: ExportTarget | None = None
         if isinstance(export, MobyExport):
             if self.address.kind != "dockerd":
@@ -223,7 +254,7 @@ class Builder:
         dirs = {"context": context, "dockerfile": dockerfile.parent}
         with Session(dirs=dirs, name=context.name or "context", key=shared_key(context), export=target_export) as session:
             if self.session_transport == "http":
-                session.attach_dockerd(self.address.url)
+                session.attach_dockerd(self.address.url, tls=self.address.tls)
             else:
                 session.attach_control(self.stub)
             req.Session = session.id
@@ -287,21 +318,25 @@ class Builder:
             message = f"{message} ({session.errors[0]})"
         failed = tracker.failed()
         if failed is None:
-            return BuildError(f"build for {platform} failed: {message}", step="", platform=platform, log_tail=[])
+            return BuildError(f"build for {platform} failed on {self.address}: {message}", step="", platform=platform,
+                              log_tail=[])
         step, _error, tail = failed
-        text = f"build for {platform} failed at step {step!r}: {message}"
+        text = f"build for {platform} failed on {self.address} at step {step!r}: {message}"
         if tail:
             text += "; last output: " + " | ".join(line for line in tail[-5:] if line.strip())
         return BuildError(text, step=step, platform=platform, log_tail=tail)
 
 
-def open_builder(address: str | None = None, *, session_transport: str = "auto") -> Builder:
+def open_builder(address: str | BuilderAddress | None = None, *, session_transport: str = "auto",
+                 tls: TLSOptions | None = None) -> Builder:
     """Connect to BuildKit (``--builder`` value, else ``$BUILDKIT_HOST``, else dockerd).
 
     ``session_transport``: ``auto``, ``http`` (dockerd's ``/session``) or ``control``
-    (the ``Control.Session`` stream; the only one a standalone buildkitd has).
+    (the ``Control.Session`` stream; the only one a standalone buildkitd has).  ``tls``
+    applies to a ``tcp://`` address given as a string.
     """
-    conn = connect(resolve_address(address))
+    resolved = address if isinstance(address, BuilderAddress) else resolve_address(address, tls=tls)
+    conn = connect(resolved)
     try:
         return Builder(conn, session_transport=session_transport)
     except BaseException:

@@ -22,7 +22,6 @@ from pkgtool.progress import Progress
 from pkgtool.spec.package import find_packages
 
 if TYPE_CHECKING:
-    from pkgtool.buildkit import Builder
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
     from pkgtool.pkgbuild.run import PackageResult
@@ -81,17 +80,24 @@ def make_plan(dirs: Sequence[Path], options: BuildOptions, *, cache_dir: Path) -
 def execute(plan: Plan, *, progress: Progress, signer: Signer | None = None) -> list[PackageResult]:
     """Build and publish what the plan says is missing, signing it with ``signer`` if given.
     BuildKit (and grpc) is only touched when something has to be built."""
+    from pkgtool.pkgbuild.builder_pool import BuilderPool
+    from pkgtool.pkgbuild.builders_config import builder_assignments
     from pkgtool.pkgbuild.run import BuildRun
 
-    def open_builder() -> Builder:
-        from pkgtool.buildkit import open_builder as connect
-
-        return connect(plan.options.builder)
-
+    options = plan.options
     if plan.needs_builder or any(t.index_missing for t in plan.targets):
         plan.layout.ensure()
-    run = BuildRun(plan.graph, plan.options, progress=progress, layout=plan.layout, client=plan.client,
-                   builder_factory=open_builder, signer=signer)
-    if plan.needs_builder:
-        run.check_platforms(plan.targets)
+    assignments = options.builders
+    if assignments is None:
+        assignments = builder_assignments(None, tls=options.builder_tls)
+    # Nothing connects until a solve (or the platform check) needs a builder.
+    pool = BuilderPool(assignments, default=options.builder, default_tls=options.builder_tls)
+    run = BuildRun(plan.graph, options, progress=progress, layout=plan.layout, client=plan.client,
+                   builders=pool, signer=signer)
+    try:
+        if plan.needs_builder:
+            run.check_platforms(plan.targets)
+    except BaseException:
+        run.close()
+        raise
     return run.run(plan.targets)

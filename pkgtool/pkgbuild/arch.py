@@ -5,7 +5,8 @@ platform per solve, so there the result is exported under a throw-away name, str
 with the Docker SDK's ``save`` (a docker-archive tar), re-packed, and the name removed.  A
 standalone buildkitd exports an OCI layout tar straight to us through the session.
 Either way the bytes pass through :func:`pkgtool.oci.repack.repack_archive`, which gives
-the same manifest digest for the same file systems whatever builder made them.
+the same manifest digest for the same file systems whatever builder made them, and whatever
+build cache (:mod:`~pkgtool.pkgbuild.cache`) the steps came from.
 """
 
 from __future__ import annotations
@@ -15,21 +16,44 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pkgtool.buildkit import Builder, MobyExport, OCIExport
+from pkgtool.buildkit import Builder, CacheEntry, MobyExport, OCIExport
 from pkgtool.buildkit.status import StatusCallback
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci.descriptor import Platform
 from pkgtool.oci.layout import Layout
 from pkgtool.oci.repack import RepackedImage, repack_archive
 from pkgtool.pkgbuild import PACKAGE_EPOCH
+from pkgtool.pkgbuild.inline_cache import push_inline_cache
 from pkgtool.pkggraph import Package
 
+if TYPE_CHECKING:
+    from pkgtool.oci.registry import RegistryClient
+
 _DOCKER_TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class InlineCacheTarget:
+    """dockerd: push the image it exported (with its inline cache records) here."""
+
+    client: RegistryClient
+    repository: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class ArchCache:
+    """The build cache for one solve: registry imports, exports, and (dockerd) where the
+    inline cache image goes."""
+
+    imports: Sequence[CacheEntry] = ()
+    exports: Sequence[CacheEntry] = ()
+    inline_target: InlineCacheTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +62,8 @@ class ArchBuild:
     image: RepackedImage
     seconds: float
     bytes_sent: int  # context bytes BuildKit asked for (0: it reused its last transfer)
+    builder: str = ""  # the builder that ran the solve (its progress label)
+    cache_image: str = ""  # the cache image pushed for --cache-to on dockerd
 
 
 def _network(package: Package) -> str | None:
@@ -56,6 +82,8 @@ def build_arch(
     labels: Mapping[str, str],
     on_status: StatusCallback | None = None,
     cancel: threading.Event | None = None,
+    cache: ArchCache | None = None,
+    builder_label: str = "",
 ) -> ArchBuild:
     """Build ``package`` for ``arch`` and store the re-packed image in ``layout``.
 
@@ -73,35 +101,57 @@ def build_arch(
         "no_cache": spec.disable_cache,
         "on_status": on_status,
         "cancel": cancel,
+        "cache_imports": cache.imports if cache else (),
+        "cache_exports": cache.exports if cache else (),
     }
     repack: dict[str, Any] = {
         "source_date_epoch": PACKAGE_EPOCH,
         "labels": labels,
         "platform": Platform("linux", arch),
     }
+    cache_image = ""
     if builder.address.kind == "dockerd":
-        image, sent = _via_dockerd(builder, solve, repack, layout)
+        inline = cache.inline_target if cache else None
+        image, sent, cache_image = _via_dockerd(builder, solve, repack, layout, inline)
     else:
         with tempfile.TemporaryDirectory(prefix="pkgtool-oci-") as tmp:
             dest = Path(tmp) / "image.tar"
             result = builder.solve_dockerfile(export=OCIExport(dest), **solve)
             image, sent = repack_archive(dest, layout, **repack), result.bytes_sent
-    return ArchBuild(arch=arch, image=image, seconds=time.monotonic() - start, bytes_sent=sent)
+    return ArchBuild(arch=arch, image=image, seconds=time.monotonic() - start, bytes_sent=sent,
+                     builder=builder_label, cache_image=cache_image)
 
 
-def _via_dockerd(builder: Builder, solve: dict[str, Any], repack: dict[str, Any], layout: Layout) -> tuple[RepackedImage, int]:
-    import docker
+def _via_dockerd(builder: Builder, solve: dict[str, Any], repack: dict[str, Any], layout: Layout,
+                 inline: InlineCacheTarget | None) -> tuple[RepackedImage, int, str]:
     import docker.errors
+
+    from pkgtool.buildkit.connect import docker_client
 
     # A unique name: concurrent builds of the same package (other processes, other arches)
     # must never save each other's result.
     name = f"pkgtool-build/{secrets.token_hex(8)}:latest"
     result = builder.solve_dockerfile(export=MobyExport(name), **solve)
-    client = docker.DockerClient(base_url=builder.address.url, timeout=_DOCKER_TIMEOUT)
+    try:
+        client = docker_client(builder.address, timeout=_DOCKER_TIMEOUT)
+    except docker.errors.DockerException as exc:
+        raise PkgtoolError(f"cannot reach {builder.address} to read the built image back: {exc}") from None
+    cache_image = ""
     try:
         try:
             chunks = client.images.get(name).save(named=True)
-            image = repack_archive(chunks, layout, image=name, **repack)
+            if inline is None:
+                image = repack_archive(chunks, layout, image=name, **repack)
+            else:
+                # The same saved image feeds the cache push (as dockerd made it) and the re-pack.
+                with tempfile.TemporaryDirectory(prefix="pkgtool-save-") as tmp:
+                    saved = Path(tmp) / "image.tar"
+                    with open(saved, "wb") as out:
+                        for chunk in chunks:
+                            out.write(chunk)
+                    pushed = push_inline_cache(saved, inline.client, repository=inline.repository, tag=inline.tag)
+                    cache_image = pushed.ref
+                    image = repack_archive(saved, layout, image=name, **repack)
         except docker.errors.DockerException as exc:
             raise PkgtoolError(f"cannot read the built image back from dockerd: {exc}") from None
         finally:
@@ -110,4 +160,4 @@ def _via_dockerd(builder: Builder, solve: dict[str, Any], repack: dict[str, Any]
                 client.images.remove(name, force=True)
     finally:
         client.close()
-    return image, result.bytes_sent
+    return image, result.bytes_sent, cache_image

@@ -26,8 +26,11 @@ from pkgtool.spec.package import (
 )
 
 if TYPE_CHECKING:
+    from pkgtool.buildkit.tls import TLSOptions
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
+    from pkgtool.pkgbuild.builders_config import BuilderChoice
+    from pkgtool.pkgbuild.cache import CacheLocation
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ class BuildOptions:
     builder: str | None = None
     jobs: int = 2
     sign: bool = False  # sign and attest what this run pushes (the signer comes with the run)
+    # arch -> builder (--builders); None: $PKGTOOL_BUILDERS or builders.toml, read at build time.
+    builders: Mapping[str, BuilderChoice] | None = None
+    builder_tls: TLSOptions | None = None  # --tls* flags, for every tcp:// builder without its own
+    cache_from: tuple[CacheLocation, ...] = ()
+    cache_to: CacheLocation | None = None
+    # False (--no-index): push each arch's <tag>-<arch> only, for sharded publishing where
+    # one later job writes the index (`pkgtool manifest --complete`).
+    push_index: bool = True
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,9 @@ def plan_registry(graph: PackageGraph, options: BuildOptions, client: RegistryCl
             if found is not None and found.media_type in mediatypes.MANIFEST_TYPES:
                 reuse[arch] = Descriptor(found.media_type, found.digest, found.size, platform=Platform("linux", arch))
         build = tuple(a for a in wanted if a not in reuse)
-        if not build:
+        if not build and not options.push_index:
+            reason = "up to date (every requested arch is pushed; --no-index leaves the index to `pkgtool manifest`)"
+        elif not build:
             reason = "index missing (every arch is pushed)"
         elif index is None:
             reason = "not in the registry" if len(build) == len(wanted) else f"missing {', '.join(build)}"

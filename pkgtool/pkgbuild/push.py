@@ -7,15 +7,20 @@ tag sees a complete image.
 
 The registry API has no compare-and-swap, so the index is a read-modify-write: entries for
 arches this run did not build (pushed from another machine) are kept, ours replace any of
-the same platform, and the result is read back.  If another writer got in between, the merge
-is redone, a bounded number of times.  Entries are sorted by arch, so the index digest
-depends only on which manifests it lists, not on who pushed first (LinuxKit's per-arch
-pushes from different machines clobber each other's index).
+the same platform, and so do the ``<tag>-<arch>`` manifests of the package's other arches.
+Those per-arch tags are the source of truth: every writer pushes its own before it touches
+the index, and no two writers push the same one.  A read-modify-write alone can lose an
+arch (two machines read the empty index, both write, the later write drops the earlier
+arch), so after writing, a writer reads the index and the per-arch tags again and merges
+again until a pass finds nothing to add.  The last writer's pass comes after every other
+writer's per-arch push, so it always sees them all.  Entries are sorted by arch, so the
+index digest depends only on which manifests it lists, not on who pushed first (LinuxKit's
+per-arch pushes from different machines clobber each other's index).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pkgtool.arches import arch_rank
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
 
-_MERGE_ATTEMPTS = 4
+_MERGE_ATTEMPTS = 8
 
 
 def _order(descriptor: Descriptor) -> tuple[int, str, str, str]:
@@ -60,18 +65,32 @@ def push_arch_manifest(client: RegistryClient, layout: Layout, *, repository: st
     push(client, layout, manifest, f"{client.registry}/{repository}:{tag}-{arch}")
 
 
-def push_index(client: RegistryClient, *, repository: str, tag: str, ours: Mapping[str, Descriptor]) -> Descriptor:
-    """Write the index at ``tag``, merged with what is there; returns its descriptor."""
+def arch_tags(client: RegistryClient, *, repository: str, tag: str, arches: Sequence[str]) -> dict[str, Descriptor]:
+    """The manifests at ``<tag>-<arch>`` for those of ``arches`` that are pushed."""
+    found: dict[str, Descriptor] = {}
+    for arch in arches:
+        head = client.head_manifest(repository, f"{tag}-{arch}")
+        if head is not None and head.media_type in mediatypes.MANIFEST_TYPES:
+            found[arch] = Descriptor(head.media_type, head.digest, head.size, platform=Platform("linux", arch))
+    return found
+
+
+def push_index(client: RegistryClient, *, repository: str, tag: str, ours: Mapping[str, Descriptor],
+               arches: Sequence[str] = ()) -> Descriptor:
+    """Write the index at ``tag``, merged with what is there and with the ``<tag>-<arch>``
+    manifests of ``arches`` (the package's arches); returns its descriptor once a pass
+    finds the registry's index complete."""
+    others = [a for a in arches if a not in ours]
     for _attempt in range(_MERGE_ATTEMPTS):
         existing = client.get_manifest_or_none(repository, tag)
-        data = build_index(merged_entries(existing, ours))
+        pushed = arch_tags(client, repository=repository, tag=tag, arches=others)
+        data = build_index(merged_entries(existing, {**pushed, **ours}))
         digest = sha256_digest(data)
         if existing is not None and existing.digest == digest:
             return Descriptor(mediatypes.OCI_INDEX, digest, len(data))
         client.put_manifest(repository, tag, data, mediatypes.OCI_INDEX)
-        now = client.head_manifest(repository, tag)
-        if now is not None and now.digest == digest:
-            return Descriptor(mediatypes.OCI_INDEX, digest, len(data))
+        # No return yet: the next pass re-reads the index and the per-arch tags, in case
+        # another writer replaced the index or pushed an arch meanwhile.
     raise RegistryError(
         f"{client.registry}/{repository}:{tag}: the index kept changing while it was merged "
         f"({_MERGE_ATTEMPTS} attempts); another build is pushing the same tag, try again"
@@ -94,18 +113,3 @@ def store_local(layout: Layout, *, name: str, ours: Mapping[str, Descriptor], ar
     layout.tag(name, descriptor)
     return descriptor
 
-
-def rebuild_index(client: RegistryClient, *, repository: str, tag: str,
-                  arches: tuple[str, ...]) -> tuple[Descriptor, list[str]]:
-    """``pkgtool manifest``: (re)write the index at ``tag`` from the ``<tag>-<arch>`` manifests."""
-    ours: dict[str, Descriptor] = {}
-    for arch in arches:
-        found = client.head_manifest(repository, f"{tag}-{arch}")
-        if found is not None and found.media_type in mediatypes.MANIFEST_TYPES:
-            ours[arch] = Descriptor(found.media_type, found.digest, found.size, platform=Platform("linux", arch))
-    if not ours:
-        raise RegistryError(
-            f"{client.registry}/{repository}: no per-arch image {tag}-<arch> for any of {', '.join(arches)}; "
-            "build the package first"
-        )
-    return push_index(client, repository=repository, tag=tag, ours=ours), sorted(ours, key=arches.index)

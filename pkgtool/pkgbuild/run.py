@@ -15,7 +15,7 @@ import concurrent.futures
 import datetime
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,10 +30,10 @@ from pkgtool.progress import Progress
 from pkgtool.spec.package import dockerfile_from_refs, merge_build_args
 
 if TYPE_CHECKING:
-    from pkgtool.buildkit import Builder
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
-    from pkgtool.pkgbuild.arch import ArchBuild
+    from pkgtool.pkgbuild.arch import ArchBuild, ArchCache
+    from pkgtool.pkgbuild.builder_pool import BuilderPool
     from pkgtool.sign.signer import Signer
 
 CONFIG_LABEL = "org.mobyproject.config"
@@ -51,7 +51,8 @@ class PackageResult:
 
     package: Package
     ref: str  # REGISTRY/ORG/IMAGE:TAG
-    digest: str = ""  # the index digest
+    digest: str = ""  # the index digest ("" with --no-index: see arch_refs)
+    arch_refs: dict[str, str] = field(default_factory=dict)  # --no-index: arch -> REF-ARCH@DIGEST pushed
     built: tuple[str, ...] = ()
     manifests: dict[str, Descriptor] = field(default_factory=dict)  # arch -> manifest
     arch_builds: dict[str, ArchBuild] = field(default_factory=dict)
@@ -118,43 +119,25 @@ class BuildRun:
     """One ``pkgtool build`` invocation's execution (after planning)."""
 
     def __init__(self, graph: PackageGraph, options: BuildOptions, *, progress: Progress, layout: Layout,
-                 client: RegistryClient, builder_factory: Callable[[], Builder], signer: Signer | None = None) -> None:
+                 client: RegistryClient, builders: BuilderPool, signer: Signer | None = None) -> None:
         self.graph = graph
         self.signer = signer
         self.options = options
         self.progress = progress
         self.layout = layout
         self.client = client
-        self._builder_factory = builder_factory
-        self._builder: Builder | None = None
-        self._builder_lock = threading.Lock()
+        self.builders = builders
         self.cancel = threading.Event()
         self._failure: BaseException | None = None
         self._failure_lock = threading.Lock()
 
-    # -- the builder, opened once, only when something needs building --------------------
-    def builder(self) -> Builder:
-        with self._builder_lock:
-            if self._builder is None:
-                self._builder = self._builder_factory()
-            return self._builder
-
     def close(self) -> None:
-        if self._builder is not None:
-            self._builder.close()
+        self.builders.close()
 
     def check_platforms(self, targets: Sequence[Target]) -> None:
-        needed = sorted({f"linux/{a}" for t in targets for a in t.build})
-        if not needed:
-            return
-        builder = self.builder()
-        have = set(builder.platforms())
-        missing = [p for p in needed if p not in have]
-        if missing:
-            raise PkgtoolError(
-                f"BuildKit at {builder.address} cannot build for {', '.join(missing)} (it offers "
-                f"{', '.join(sorted(have)) or 'nothing'}); register qemu binfmt handlers with `scripts/stack up`"
-            )
+        """Reach every builder this run needs, and check each offers its platforms, before
+        anything is built: an unreachable arm64 host fails the run now, naming it."""
+        self.builders.check_platforms(a for t in targets for a in t.build)
 
     # -- running ------------------------------------------------------------------------
     def run(self, targets: Sequence[Target]) -> list[PackageResult]:
@@ -229,11 +212,20 @@ class BuildRun:
         if self.cancel.is_set():
             raise BuildInterrupted(f"{name}: cancelled before pushing")
         index = self._publish(target, result)
-        result.digest = index.digest
         result.finished = datetime.datetime.now(datetime.UTC)
-        if self.signer is not None and self.options.push:
-            self._sign(target, result, index)
         took = (result.finished - result.started).total_seconds()
+        if index is None:
+            # --no-index: each arch stands alone until `pkgtool manifest` merges them.
+            for arch in target.build:
+                manifest = result.manifests[arch]
+                result.arch_refs[arch] = f"{ref}-{arch}@{manifest.digest}"
+                if self.signer is not None:
+                    self._sign(target, result, manifest, manifests={arch: manifest}, arches=(arch,))
+                self.progress.message(f"{result.arch_refs[arch]} ({took:.1f}s; no index: --no-index)", group=name)
+            return result
+        result.digest = index.digest
+        if self.signer is not None and self.options.push:
+            self._sign(target, result, index, manifests=result.manifests, arches=target.build or target.wanted)
         self.progress.message(f"{result.pinned} ({took:.1f}s)", group=name)
         return result
 
@@ -253,44 +245,30 @@ class BuildRun:
         args = solve_build_args(package, self.options)
         result.build_args = {k: v for k, v in args.items() if k != REGISTRY_ARG}
         result.base_images = resolve_base_images(package, args, self.client)
-        self._sign(target, result, index, complete=True)
+        self._sign(target, result, index, manifests=result.manifests, arches=target.wanted, complete=True)
 
-    def _sign(self, target: Target, result: PackageResult, index: Descriptor, *, complete: bool = False) -> None:
-        import os
-
-        from pkgtool.hashing import context_files
-        from pkgtool.oci.descriptor import sha256_digest
-        from pkgtool.sign.provenance import BuildInfo, default_builder_id, default_invocation_id
+    def _sign(self, target: Target, result: PackageResult, root: Descriptor, *,
+              manifests: Mapping[str, Descriptor], arches: Sequence[str], complete: bool = False) -> None:
+        """Sign ``root`` (the index, or with --no-index one arch's manifest) and
+        ``manifests`` under it, with provenance naming the platforms of ``arches``; with
+        ``complete``, only what this signer has not attached yet."""
+        from pkgtool.pkgbuild.build_facts import build_info
         from pkgtool.sign.publish import sign_package
 
         package = target.package
-        spec = package.spec
-        git = package.git
         assert self.signer is not None and result.started is not None and result.finished is not None
-        info = BuildInfo(
-            package=display(self.graph, package),
-            source_repository=git.source_url if git else None,
-            source_revision=git.revision if git else None,
-            dirty=package.dirty,
-            build_config_digest=sha256_digest((spec.dir / "build.yml").read_bytes()),
-            content_hash=package.content_hash,
-            platforms=tuple(f"linux/{a}" for a in (target.build or target.wanted)),
-            build_args=result.build_args,
-            base_images=result.base_images,
-            materials=context_files(spec, repo_root=self.graph.repo_root),
-            builder_id=default_builder_id(os.environ),
-            invocation_id=default_invocation_id(os.environ),
-            started_on=result.started,
-            finished_on=result.finished,
-            extra={"attestedWithoutRebuild": "true"} if complete else {},
-        )
+        info = build_info(self.graph, package, arches=arches, build_args=result.build_args,
+                          base_images=result.base_images, started=result.started, finished=result.finished,
+                          extra={"attestedWithoutRebuild": "true"} if complete else None)
         name = display(self.graph, package)
-        report = sign_package(self.client, repository=spec.name, index=index, manifests=result.manifests,
+        report = sign_package(self.client, repository=package.spec.name, index=root, manifests=manifests,
                               build=info, signer=self.signer, layout_cache=self.layout, complete=complete)
         if complete and report.added == 0:
-            self.progress.message(f"{result.pinned} is already signed and attested by {report.signer}", group=name)
+            self.progress.message(f"{result.ref}@{root.digest} is already signed and attested by {report.signer}",
+                                  group=name)
             return
-        self.progress.message(f"signed {result.pinned}: {report.added} item(s) attached by {report.signer}", group=name)
+        self.progress.message(f"signed {result.ref}@{root.digest}: {report.added} item(s) attached by {report.signer}",
+                              group=name)
 
     def _current_digest(self, package: Package) -> str:
         if self.options.push:
@@ -304,15 +282,22 @@ class BuildRun:
         from pkgtool.pkgbuild.arch import build_arch
         from pkgtool.pkgbuild.context import build_context
 
-        builder = self.builder()
         package = target.package
         labels = image_labels(package)
         context = build_context(package.spec)  # once: every arch sends the same tree
 
         def one(arch: str) -> ArchBuild:
-            group = f"{package.spec.image} {arch}"
-            return build_arch(builder, package, arch, layout=self.layout, context=context, build_args=args, labels=labels,
-                              on_status=progress_callback(self.progress, group), cancel=self.cancel)
+            # Each arch on its own builder: an unreachable one fails this arch, naming it.
+            builder = self.builders.get(arch)
+            label = self.builders.label(arch)
+            group = f"{package.spec.image} {arch} on {label}"
+            cache = self._arch_cache(package, arch, builder.address.kind, group)
+            built = build_arch(builder, package, arch, layout=self.layout, context=context, build_args=args,
+                               labels=labels, on_status=progress_callback(self.progress, group), cancel=self.cancel,
+                               cache=cache, builder_label=label)
+            if built.cache_image:
+                self.progress.message(f"build cache pushed to {built.cache_image}", group=group)
+            return built
 
         out: dict[str, ArchBuild] = {}
         errors: list[BaseException] = []
@@ -330,6 +315,27 @@ class BuildRun:
             raise (real or errors)[0]
         return {arch: out[arch] for arch in target.build}
 
+    def _arch_cache(self, package: Package, arch: str, builder_kind: str, group: str) -> ArchCache | None:
+        """--cache-from / --cache-to for one solve (see :mod:`pkgtool.pkgbuild.cache`)."""
+        from pkgtool.pkgbuild.arch import ArchCache, InlineCacheTarget
+        from pkgtool.pkgbuild.cache import export_entries, import_entries
+
+        options = self.options
+        if not options.cache_from and options.cache_to is None:
+            return None
+        imports, missing = import_entries(options.cache_from, self.client, package_name=package.spec.name, arch=arch)
+        for ref in missing:
+            self.progress.message(f"no build cache at {ref} yet", group=group)
+        exports = []
+        inline = None
+        if options.cache_to is not None:
+            location = options.cache_to
+            exports = export_entries(location, builder_kind=builder_kind, package_name=package.spec.name, arch=arch)
+            if builder_kind == "dockerd":
+                inline = InlineCacheTarget(self.client.for_registry(location.registry),
+                                           location.repository(package.spec.name), location.tag(arch))
+        return ArchCache(imports=imports, exports=exports, inline_target=inline)
+
     def _show_failure(self, exc: BaseException) -> None:
         from pkgtool.buildkit import BuildError
 
@@ -338,7 +344,8 @@ class BuildRun:
             self.progress.message(f"{exc.platform}: step {exc.step!r} failed; its last output:\n    "
                                   + "\n    ".join(lines))
 
-    def _publish(self, target: Target, result: PackageResult) -> Descriptor:
+    def _publish(self, target: Target, result: PackageResult) -> Descriptor | None:
+        """Push the arches built, then the index (None: --no-index, no index written)."""
         from pkgtool.pkgbuild.push import push_arch_manifest, push_index, store_local
 
         package = target.package
@@ -351,7 +358,10 @@ class BuildRun:
                 raise BuildInterrupted(f"{display(self.graph, package)}: cancelled before pushing")
             push_arch_manifest(self.client, self.layout, repository=package.spec.name, tag=package.tag,
                                arch=arch, manifest=result.manifests[arch])
-        return push_index(self.client, repository=package.spec.name, tag=package.tag, ours=result.manifests)
+        if not self.options.push_index:
+            return None
+        return push_index(self.client, repository=package.spec.name, tag=package.tag, ours=result.manifests,
+                          arches=package.spec.arches)
 
 
 def describe(targets: Sequence[Target], graph: PackageGraph) -> list[str]:
@@ -376,4 +386,6 @@ def json_ready(result: PackageResult) -> dict[str, Any]:
         "digest": result.digest,
         "built": list(result.built),
         "manifests": {arch: d.digest for arch, d in sorted(result.manifests.items())},
+        "builders": {arch: b.builder for arch, b in sorted(result.arch_builds.items())},
+        **({"arch_refs": dict(sorted(result.arch_refs.items()))} if result.arch_refs else {}),
     }

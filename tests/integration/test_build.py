@@ -12,12 +12,10 @@ import io
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,38 +191,6 @@ def test_same_digests_when_built_twice_without_cache(repo: Path, base: basekit.B
     assert runs[0]["built"] == ["amd64", "arm64", "s390x"]
     assert runs[0]["manifests"] == runs[1]["manifests"]
     assert runs[0]["digest"] == runs[1]["digest"]
-
-
-@pytest.fixture
-def buildkitd(registry: str) -> Iterator[str]:
-    """A standalone buildkitd's address: $BUILDKIT_HOST when set, else one started here from
-    $PKGTOOL_BUILDKITD or a `buildkitd` on PATH.  Debian bookworm packages none, so CI skips
-    this; moby/buildkit v0.11.6 (vendored) builds with bookworm's golang-go:
-    `go build -mod=vendor -o /usr/local/bin/buildkitd ./cmd/buildkitd`."""
-    if host := os.environ.get("BUILDKIT_HOST"):
-        yield host
-        return
-    binary = os.environ.get("PKGTOOL_BUILDKITD") or shutil.which("buildkitd")
-    if not binary:
-        pytest.skip("no standalone buildkitd (set PKGTOOL_BUILDKITD or BUILDKIT_HOST to test that builder)")
-    state = Path(tempfile.mkdtemp(prefix="pkgtool-bk-", dir="/tmp"))  # short: a unix socket path
-    (state / "buildkitd.toml").write_text(f'[registry."{registry}"]\n  http = true\n')
-    address = f"unix://{state}/buildkitd.sock"
-    with open(state / "log", "wb") as log:
-        proc = subprocess.Popen([binary, "--config", str(state / "buildkitd.toml"), "--root", str(state / "root"),
-                                 "--addr", address], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
-            if (state / "buildkitd.sock").exists() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, (state / "log").read_text()[-2000:]
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        subprocess.run(["umount", "-R", str(state / "root")], capture_output=True)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_standalone_buildkitd_gives_the_same_digests_as_dockerd(

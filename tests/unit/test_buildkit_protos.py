@@ -19,7 +19,9 @@ from pkgtool.buildkit._gen import (
 
 FIELDS = [
     (control_pb2.SolveRequest, {"Ref": 1, "Exporter": 3, "ExporterAttrs": 4, "Session": 5, "Frontend": 6,
-                                "FrontendAttrs": 7, "Entitlements": 9}),
+                                "FrontendAttrs": 7, "Cache": 8, "Entitlements": 9}),
+    (control_pb2.CacheOptions, {"Exports": 4, "Imports": 5}),
+    (control_pb2.CacheOptionsEntry, {"Type": 1, "Attrs": 2}),
     (control_pb2.SolveResponse, {"ExporterResponse": 1}),
     (control_pb2.StatusResponse, {"vertexes": 1, "statuses": 2, "logs": 3}),
     (control_pb2.Vertex, {"digest": 1, "inputs": 2, "name": 3, "cached": 4, "started": 5, "completed": 6, "error": 7}),

@@ -109,25 +109,62 @@ def test_ci_runs_the_readme_test_command_with_least_privilege() -> None:
     assert (REPO / "scripts" / "test").exists()
 
 
+def _job_commands(job: dict[Any, Any]) -> list[list[str]]:
+    return [words for step in job["steps"] if "run" in step for words in _invocations(step["run"])]
+
+
 def test_publish_signs_keyless_on_main_only() -> None:
     document = _load("publish.yml")
     assert document["on"] == {"push": {"branches": ["main"]}}
     assert document["permissions"] == {}
-    (job,) = document["jobs"].values()
-    # A job-level block replaces the workflow's: everything the job needs is listed here.
-    assert job["permissions"] == {"contents": "read", "packages": "write", "id-token": "write"}
     assert document["concurrency"]["cancel-in-progress"] is False
-    script = "\n".join(_runs(document))
-    commands = [words for words in _invocations(script)]
-    builds = [w for w in commands if w and w[0] == "build"]
-    assert builds and all("--sign" in w and "--key" not in w for w in builds), "keyless: --sign without --key"
-    verifies = [w for w in commands if w and w[0] == "verify"]
+    jobs = document["jobs"]
+    writers = {"contents": "read", "packages": "write", "id-token": "write"}
+    for name in ("base", "packages", "index"):
+        # A job-level block replaces the workflow's: everything the job needs is listed here.
+        assert jobs[name]["permissions"] == writers, name
+    # Verification only reads.
+    assert jobs["verify"]["permissions"] == {"contents": "read", "packages": "read"}
+    commands = [words for job in jobs.values() for words in _job_commands(job)]
+    signing = [w for w in commands if w and w[0] in ("build", "manifest") and "--sign" in w]
+    assert signing and all("--key" not in w for w in signing), "keyless: --sign without --key"
+    verifies = [w for w in _job_commands(jobs["verify"]) if w and w[0] == "verify"]
     assert verifies
     for words in verifies:
         assert words[words.index("--policy") + 1] == "signing/policy.yml"
         assert "--identity" in words and "--issuer" in words
-    assert job["env"]["SIGNER_ISSUER"] == GITHUB_ISSUER
-    assert job["env"]["SIGNER_IDENTITY"] == "${{ github.server_url }}/${{ github.workflow_ref }}"
+    verify_env = jobs["verify"]["env"]
+    assert verify_env["SIGNER_ISSUER"] == GITHUB_ISSUER
+    assert verify_env["SIGNER_IDENTITY"] == "${{ github.server_url }}/${{ github.workflow_ref }}"
+
+
+def test_publish_shards_per_arch_then_merges_one_complete_index() -> None:
+    """A job per arch (native arm64, emulated s390x) pushes and signs only TAG-ARCH; one
+    job after all of them merges and signs the index; verification comes last."""
+    jobs = _load("publish.yml")["jobs"]
+    packages = jobs["packages"]
+    assert packages["needs"] == "base"
+    matrix = {entry["arch"]: entry["runner"] for entry in packages["strategy"]["matrix"]["include"]}
+    assert set(matrix) == {"amd64", "arm64", "s390x"}
+    assert matrix["arm64"].endswith("-arm"), "arm64 builds on GitHub's native arm64 runners"
+    assert matrix["s390x"] == matrix["amd64"] == "ubuntu-latest", "no s390x runners: emulated on x86"
+    assert packages["runs-on"] == "${{ matrix.runner }}"
+    builds = [w for w in _job_commands(packages) if w and w[0] == "build"]
+    assert len(builds) == 1
+    (build,) = builds
+    assert "--no-index" in build and "--sign" in build
+    assert build[build.index("--platforms") + 1] == "linux/$ARCH"
+    assert packages["steps"][-1]["env"]["ARCH"] == "${{ matrix.arch }}"
+    assert "--cache-from" in build and "--cache-to" in build
+    # Every package build anywhere in the workflow leaves the index to the index job.
+    everywhere = [w for job in jobs.values() for w in _job_commands(job) if w and w[0] == "build"]
+    assert all("--no-index" in w for w in everywhere)
+
+    index = jobs["index"]
+    assert index["needs"] == "packages"
+    (merge,) = [w for w in _job_commands(index) if w and w[0] == "manifest"]
+    assert "--complete" in merge and "--sign" in merge and merge[merge.index("--all") + 1] == "pkg/"
+    assert jobs["verify"]["needs"] == "index"
 
 
 def test_publish_identity_is_what_the_policy_trusts() -> None:
@@ -142,7 +179,9 @@ def test_publish_identity_is_what_the_policy_trusts() -> None:
 
 def test_publish_never_puts_secrets_on_a_command_line() -> None:
     text = (WORKFLOWS / "publish.yml").read_text()
-    for step in _load("publish.yml")["jobs"]["publish"]["steps"]:
-        assert "${{ secrets." not in step.get("run", ""), "secrets go through env, never into the script text"
+    for job in _load("publish.yml")["jobs"].values():
+        for step in job["steps"]:
+            assert "${{ secrets." not in step.get("run", ""), "secrets go through env, never into the script text"
+            assert "${{ matrix." not in step.get("run", ""), "matrix values go through env, not into the script"
     assert "docker login" not in text or "--password-stdin" in text
     assert "set -x" not in text

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SolveRequest(_message.Message):
-    __slots__ = ("Ref", "Exporter", "ExporterAttrs", "Session", "Frontend", "FrontendAttrs", "Entitlements")
+    __slots__ = ("Ref", "Exporter", "ExporterAttrs", "Session", "Frontend", "FrontendAttrs", "Cache", "Entitlements")
     class ExporterAttrsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class SolveRequest(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     FRONTEND_FIELD_NUMBER: _ClassVar[int]
     FRONTENDATTRS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     ENTITLEMENTS_FIELD_NUMBER: _ClassVar[int]
     Ref: str
     Exporter: str
@@ -39,8 +40,32 @@ class SolveRequest(_message.Message):
     Session: str
     Frontend: str
     FrontendAttrs: _containers.ScalarMap[str, str]
+    Cache: CacheOptions
     Entitlements: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, Ref: _Optional[str] = ..., Exporter: _Optional[str] = ..., ExporterAttrs: _Optional[_Mapping[str, str]] = ..., Session: _Optional[str] = ..., Frontend: _Optional[str] = ..., FrontendAttrs: _Optional[_Mapping[str, str]] = ..., Entitlements: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, Ref: _Optional[str] = ..., Exporter: _Optional[str] = ..., ExporterAttrs: _Optional[_Mapping[str, str]] = ..., Session: _Optional[str] = ..., Frontend: _Optional[str] = ..., FrontendAttrs: _Optional[_Mapping[str, str]] = ..., Cache: _Optional[_Union[CacheOptions, _Mapping]] = ..., Entitlements: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CacheOptions(_message.Message):
+    __slots__ = ("Exports", "Imports")
+    EXPORTS_FIELD_NUMBER: _ClassVar[int]
+    IMPORTS_FIELD_NUMBER: _ClassVar[int]
+    Exports: _containers.RepeatedCompositeFieldContainer[CacheOptionsEntry]
+    Imports: _containers.RepeatedCompositeFieldContainer[CacheOptionsEntry]
+    def __init__(self, Exports: _Optional[_Iterable[_Union[CacheOptionsEntry, _Mapping]]] = ..., Imports: _Optional[_Iterable[_Union[CacheOptionsEntry, _Mapping]]] = ...) -> None: ...
+
+class CacheOptionsEntry(_message.Message):
+    __slots__ = ("Type", "Attrs")
+    class AttrsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_FIELD_NUMBER: _ClassVar[int]
+    Type: str
+    Attrs: _containers.ScalarMap[str, str]
+    def __init__(self, Type: _Optional[str] = ..., Attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SolveResponse(_message.Message):
     __slots__ = ("ExporterResponse",)
