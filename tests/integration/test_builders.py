@@ -258,7 +258,7 @@ def test_two_processes_building_different_arches_end_with_complete_indexes(
         assert [m.platform.architecture for m in index.manifests if m.platform] == ["amd64", "arm64"], name
         for entry in index.manifests:
             assert entry.platform is not None
-            assert client.resolve(f"{org}/{name}", f"{tag}-{entry.platform.architecture}").digest == entry.digest
+            assert client.head_manifest(f"{org}/{name}", f"{tag}-{entry.platform.architecture}").digest == entry.digest
 
 
 def test_sharded_publish_pushes_arches_then_one_complete_signed_index(
