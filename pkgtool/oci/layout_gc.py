@@ -100,7 +100,10 @@ def verify(layout: Layout) -> list[str]:
     """Every problem in the cache, one line each; empty means healthy.
 
     Checks every blob's content against its name, then walks from index.json and
-    reports referenced blobs that are missing, unparsable or of the wrong size.
+    reports referenced blobs that are missing, unparsable or of the wrong size.  An index's
+    platform manifests may be missing: a pull for one arch keeps the index whole (its digest
+    is the registry's) but fetches only that arch's image; what a present manifest names
+    must all be there.
     """
     problems: list[str] = []
     corrupt: set[str] = set()
@@ -115,12 +118,15 @@ def verify(layout: Layout) -> list[str]:
     except CacheError as exc:
         return [*problems, str(exc)]
 
+    partial: set[str] = set()  # platform manifests of an index, which a partial pull leaves out
+
     def visit(descriptor: Descriptor) -> bool:
         path = layout.blob_path(descriptor.digest)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            if not any(m in descriptor.media_type for m in _OPTIONAL_MEDIA_MARKERS):
+            optional = any(m in descriptor.media_type for m in _OPTIONAL_MEDIA_MARKERS)
+            if not optional and descriptor.digest not in partial:
                 problems.append(f"missing blob {descriptor.digest} ({descriptor.media_type})")
             return False
         if descriptor.digest in corrupt:
@@ -130,14 +136,17 @@ def verify(layout: Layout) -> list[str]:
                 f"blob {descriptor.digest}: {size} bytes on disk, descriptor says {descriptor.size}"
             )
         try:
-            children(layout, descriptor)
+            below = children(layout, descriptor)
         except CacheError as exc:
             problems.append(str(exc))
             return False
+        if descriptor.media_type in mediatypes.INDEX_TYPES:
+            partial.update(d.digest for d in below if d.media_type in mediatypes.ALL_MANIFEST_TYPES)
         return True
 
     _walk(layout, roots, visit)
     return problems
+
 
 def _hash_file(layout: Layout, digest: str) -> None:
     path = layout.blob_path(digest)

@@ -362,8 +362,14 @@ def test_verify_healthy_then_each_kind_of_problem(layout: Layout) -> None:
     layout.blob_path(layer).unlink()
     assert layout_gc.verify(layout) == [f"missing blob {layer} ({mt.OCI_LAYER_GZIP})"]
 
+    # A platform manifest of an index may be absent (a pull for one arch), its blobs with it.
     layout.blob_path(arm.digest).unlink()
-    assert f"missing blob {arm.digest} ({mt.OCI_MANIFEST})" in layout_gc.verify(layout)
+    assert layout_gc.verify(layout) == [f"missing blob {layer} ({mt.OCI_LAYER_GZIP})"]
+    # But a manifest tagged on its own is not optional.
+    lone = make_image(layout, "lone", layers=[b"lone"], arch="amd64")
+    layout.blob_path(lone.digest).unlink()
+    assert f"missing blob {lone.digest} ({mt.OCI_MANIFEST})" in layout_gc.verify(layout)
+
 
 
 def test_verify_reports_wrong_size_and_bad_manifest_json(layout: Layout) -> None:
