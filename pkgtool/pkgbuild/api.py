@@ -14,8 +14,7 @@ from pkgtool.pkgbuild.plan import (
     check_dependency_pins,
     check_local_dependencies,
     check_pushable,
-    plan_local,
-    plan_registry,
+    plan_targets,
 )
 from pkgtool.pkggraph import PackageGraph, load_graph
 from pkgtool.progress import Progress
@@ -69,10 +68,10 @@ def make_plan(dirs: Sequence[Path], options: BuildOptions, *, cache_dir: Path) -
     client = RegistryClient(options.registry)
     layout = Layout(cache_dir)
     if options.push:
-        targets = plan_registry(graph, options, client)
+        targets = plan_targets(graph, options, client, where="registry")
     else:
         layout.ensure()
-        targets = plan_local(graph, options, layout)
+        targets = plan_targets(graph, options, layout, where="cache")
         check_local_dependencies(graph, targets, client)
     return Plan(graph=graph, targets=targets, options=options, client=client, layout=layout)
 

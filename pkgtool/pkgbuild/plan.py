@@ -18,6 +18,8 @@ from pkgtool.arches import ARCHES
 from pkgtool.errors import PkgtoolError, UsageError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor, Platform
+from pkgtool.oci.reference import Reference
+from pkgtool.oci.source import ImageSource, manifest_or_none
 from pkgtool.pkggraph import Package, PackageGraph, repository_name
 from pkgtool.spec.package import (
     dockerfile_from_refs,
@@ -27,7 +29,6 @@ from pkgtool.spec.package import (
 
 if TYPE_CHECKING:
     from pkgtool.buildkit.tls import TLSOptions
-    from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
     from pkgtool.pkgbuild.builders_config import BuilderChoice
     from pkgtool.pkgbuild.cache import CacheLocation
@@ -157,19 +158,26 @@ def display(graph: PackageGraph, package: Package) -> str:
         return str(package.dir)
 
 
-def plan_registry(graph: PackageGraph, options: BuildOptions, client: RegistryClient) -> list[Target]:
-    """Targets for a pushing build: what the registry lacks at each package's tag."""
+def plan_targets(graph: PackageGraph, options: BuildOptions, source: ImageSource, *, where: str) -> list[Target]:
+    """What ``source`` lacks at each package's tag: the registry for a pushing build, the
+    local cache for ``--no-push`` (which keeps builds under the same names, see
+    :func:`local_name`), so one planner serves both.  ``where`` names it in the reasons.
+
+    A package whose index lists every wanted arch is up to date; arches that an earlier run
+    (or another machine) pushed as ``<tag>-<arch>`` but whose index never got written are
+    reused, not rebuilt.
+    """
     targets = []
     for package in graph.packages:
         wanted = wanted_arches(package, options.platforms)
         if not wanted:
             targets.append(Target(package, (), (), {}, "no requested platform is in its arches"))
             continue
-        repository = package.spec.name
         if options.force:
             targets.append(Target(package, wanted, wanted, {}, "--force"))
             continue
-        index = client.get_manifest_or_none(repository, package.tag)
+        name = Reference(options.registry, package.spec.name, tag=package.tag)
+        index = manifest_or_none(source, name)
         listed: dict[str, Descriptor] = {}
         if index is not None and index.is_index:
             for child in index.manifests:
@@ -179,19 +187,16 @@ def plan_registry(graph: PackageGraph, options: BuildOptions, client: RegistryCl
         if not missing:
             targets.append(Target(package, wanted, (), listed, "up to date"))
             continue
-        # Arches pushed by an earlier run (or another machine) whose index never got written.
         reuse = dict(listed)
         for arch in missing:
-            found = client.head_manifest(repository, f"{package.tag}-{arch}")
+            found = source.resolve(name.with_tag(f"{package.tag}-{arch}"))
             if found is not None and found.media_type in mediatypes.MANIFEST_TYPES:
                 reuse[arch] = Descriptor(found.media_type, found.digest, found.size, platform=Platform("linux", arch))
         build = tuple(a for a in wanted if a not in reuse)
-        if not build and not options.push_index:
-            reason = "up to date (every requested arch is pushed; --no-index leaves the index to `pkgtool manifest`)"
-        elif not build:
-            reason = "index missing (every arch is pushed)"
+        if not build:
+            reason = f"index missing (every arch is in the {where})"
         elif index is None:
-            reason = "not in the registry" if len(build) == len(wanted) else f"missing {', '.join(build)}"
+            reason = f"not in the {where}" if len(build) == len(wanted) else f"missing {', '.join(build)}"
         else:
             reason = f"index lacks {', '.join(build)}"
         targets.append(Target(package, wanted, build, reuse, reason))
@@ -199,26 +204,10 @@ def plan_registry(graph: PackageGraph, options: BuildOptions, client: RegistryCl
 
 
 def local_name(registry: str, package: Package, arch: str | None = None) -> str:
-    """The ref name under which ``--no-push`` keeps a build in the cache."""
+    """The ref name under which ``--no-push`` keeps a build in the cache: the reference it
+    would have in the registry."""
     suffix = f"-{arch}" if arch else ""
     return f"{registry}/{package.spec.name}:{package.tag}{suffix}"
-
-
-def plan_local(graph: PackageGraph, options: BuildOptions, layout: Layout) -> list[Target]:
-    """Targets for ``--no-push``: what the local cache lacks."""
-    targets = []
-    for package in graph.packages:
-        wanted = wanted_arches(package, options.platforms)
-        if options.force:
-            targets.append(Target(package, wanted, wanted, {}, "--force"))
-            continue
-        have = {a: d for a in wanted if (d := layout.resolve(local_name(options.registry, package, a))) is not None}
-        build = tuple(a for a in wanted if a not in have)
-        reason = "up to date" if not build else ("not in the cache" if not have else f"cache lacks {', '.join(build)}")
-        if not build and layout.resolve(local_name(options.registry, package)) is None:
-            reason = "index missing (every arch is cached)"
-        targets.append(Target(package, wanted, build, have, reason))
-    return targets
 
 
 def cpu_jobs() -> int:
