@@ -27,7 +27,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pkgtool.arches import arch_rank
 from pkgtool.errors import PkgtoolError
@@ -37,6 +37,9 @@ from pkgtool.oci.compress import DeterministicCompressor, HashingWriter
 from pkgtool.oci.descriptor import Descriptor, Platform
 from pkgtool.oci.manifest import build_index as oci_build_index
 from pkgtool.oci.repack import rfc3339
+
+if TYPE_CHECKING:
+    from pkgtool.oci.registry import RegistryClient
 
 EntryFilter = Callable[[str, tarfile.TarInfo], bool]  # True: drop the entry
 
@@ -162,7 +165,7 @@ def build_index(images: Iterable[ArchImage], *, annotations: dict[str, str] | No
 # ---------------------------------------------------------------- registry
 
 
-def _client(registry: str) -> Any:
+def _client(registry: str) -> RegistryClient:
     from pkgtool.oci.registry import RegistryClient
 
     return RegistryClient(registry)
@@ -178,7 +181,7 @@ def index_complete(*, registry: str, repository: str, tag: str, arches: Iterable
     return set(arches) <= have
 
 
-def push_arch_images(client: Any, images: list[ArchImage], *, repository: str, tag: str) -> None:
+def push_arch_images(client: RegistryClient, images: list[ArchImage], *, repository: str, tag: str) -> None:
     """Push every arch's blobs and manifest, each manifest tagged ``<tag>-<arch>``."""
     for image in images:
         with open(image.layer_path, "rb") as f:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pkgtool.arches import ARCHES
 from pkgtool.commands.verify import add_trust_arguments
@@ -13,6 +14,9 @@ _FORMATS = (
     "kernel+initrd", "tar", "tar-kernel-initrd", "kernel+squashfs", "iso-bios", "iso-efi",
     "raw-bios", "raw-efi", "qcow2-bios", "qcow2-efi",
 )
+
+if TYPE_CHECKING:
+    from pkgtool.oci.registry import RegistryClient
 
 
 def register(sub: Any) -> None:
@@ -64,10 +68,10 @@ def _usage() -> int:
     raise UsageError("pkgtool image: missing subcommand (build, lock or verify)")
 
 
-def _client_factory(registry: str | None) -> Any:
+def _client_factory(registry: str | None) -> Callable[[], RegistryClient]:
     """A factory for registry clients (imported lazily: HTTP libraries are heavy)."""
 
-    def make() -> Any:
+    def make() -> RegistryClient:
         from pkgtool import settings
         from pkgtool.oci.registry import RegistryClient
 
