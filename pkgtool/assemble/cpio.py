@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, cast
 
 from pkgtool.errors import PkgtoolError, UsageError
@@ -67,12 +67,18 @@ def header(*, name: bytes, ino: int, mode: int, uid: int, gid: int, nlink: int, 
     return out + _pad(len(out))
 
 
-def write_cpio(tree: Tree, out: IO[bytes], *, mtime: int) -> int:
-    """Write ``tree`` as a newc archive to ``out``; returns the number of bytes written."""
+def write_cpio(tree: Tree, out: IO[bytes], *, mtime: int, omit: Callable[[str, Inode], bool] | None = None) -> int:
+    """Write ``tree`` as a newc archive to ``out``; returns the number of bytes written.
+
+    ``omit`` leaves out entries (never their children): a segment of a concatenated initrd
+    omits directories that an earlier segment already made, so as not to change them.
+    """
     written = 0
     numbers: dict[int, int] = {}  # id(inode) -> inode number
     remaining: dict[int, int] = {}  # links of a group still to come
     for path, inode, nlink in tree.walk():
+        if omit is not None and inode.kind is Kind.DIR and omit(path, inode):
+            continue
         key = id(inode)
         if key not in numbers:
             numbers[key] = len(numbers) + 1

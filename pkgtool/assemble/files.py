@@ -11,13 +11,24 @@ from pkgtool.errors import UsageError
 from pkgtool.oci.filetree import BytesContent, Inode, Kind, Tree, dir_inode, split_path
 from pkgtool.spec.image import FileEntry, Id
 
+Exists = Callable[[str], bool]
 
-def ensure_console(tree: Tree) -> None:
-    """An initramfs needs ``/dev/console`` (char 5,1), or ``/init`` has nowhere to write."""
-    if tree.get("dev") is None:
+
+def ensure_console(tree: Tree, *, exists: Exists | None = None) -> set[str]:
+    """An initramfs needs ``/dev/console`` (char 5,1), or ``/init`` has nowhere to write.
+
+    ``exists`` says whether a path is already in the image (default: in ``tree``); returns
+    the paths put into ``tree``.
+    """
+    present = exists or (lambda path: tree.get(path) is not None)
+    put: set[str] = set()
+    if not present("dev"):
         tree.put("dev", dir_inode())
-    if tree.get("dev/console") is None:
+        put.add("dev")
+    if not present("dev/console"):
         tree.put("dev/console", Inode(Kind.CHAR, mode=0o600, devmajor=5, devminor=1))
+        put.add("dev/console")
+    return put
 
 
 def _dir_mode_for(mode: int) -> int:
@@ -36,13 +47,18 @@ def add_files(
     resolve_id: Callable[[Id], int],
     metadata: Callable[[str], bytes] | None = None,
     home: Path | None = None,
-) -> None:
-    """Apply the YAML ``files:`` section (LinuxKit's ``filesystem()``).
+    exists: Exists | None = None,
+) -> set[str]:
+    """Apply the YAML ``files:`` section (LinuxKit's ``filesystem()``); returns the paths put.
 
     Missing leading directories are created with the entry's owner and a mode derived from
     its mode; unlike LinuxKit, directories that already exist keep their metadata (LinuxKit
     re-emits them, which chmods e.g. ``/etc`` to 0700 when a 0600 file goes into it).
+    ``exists`` says whether a path is already in the image (default: in ``tree``): the
+    initrd's last segment holds only this section, over the segments before it.
     """
+    present = exists or (lambda path: tree.get(path) is not None)
+    put: set[str] = set()
     for entry in files:
         what = f"{entry.origin or entry.path}"
         parts = split_path(entry.path.lstrip("/"), what)
@@ -75,9 +91,12 @@ def add_files(
         # Missing leading directories get the entry's owner and a mode derived from its mode.
         for i in range(1, len(parts)):
             lead = "/".join(parts[:i])
-            if tree.get(lead) is None:
+            if not present(lead):
                 tree.put(lead, dir_inode(_dir_mode_for(mode), uid, gid), what=what)
+                put.add(lead)
         tree.put("/".join(parts), inode, what=what)
+        put.add("/".join(parts))
+    return put
 
 
 def _source_path(source: str, base_dir: Path, home: Path | None) -> Path:

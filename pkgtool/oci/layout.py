@@ -449,8 +449,13 @@ class Layout:
         descriptor = self.resolve(ref)
         if descriptor is None:
             raise NotFoundError(f"{ref}: not in the cache at {self.root}")
+        return self.manifest_at(descriptor, source=str(ref))
+
+    def manifest_at(self, descriptor: Descriptor, *, source: str = "") -> Manifest:
+        """The manifest or index ``descriptor`` names, verified and parsed."""
         data = self.read_blob(descriptor.digest, max_size=MAX_MANIFEST_BYTES)
-        return parse_manifest(data, content_type=descriptor.media_type, digest=descriptor.digest, source=str(ref))
+        return parse_manifest(data, content_type=descriptor.media_type, digest=descriptor.digest,
+                              source=source or descriptor.digest)
 
     def blob(self, ref: Reference, descriptor: Descriptor) -> BinaryIO:
         """The blob as a stream verified at its end (the repository does not matter here:

@@ -68,7 +68,7 @@ def test_fat_size_has_room() -> None:
 
 def test_grub_config_boots_kernel_with_cmdline(tmp_path: Path) -> None:
     with Tree() as tree:
-        inp = FormatInput(name="demo", arch="amd64", mtime=0, tree=tree, kernel=tmp_path / "k",
+        inp = FormatInput(name="demo", arch="amd64", mtime=0, make_tree=lambda: tree, kernel=tmp_path / "k",
                           cmdline="console=ttyS0 quiet", work=tmp_path)
         cfg = grub_cfg(inp)
         assert "linux /boot/kernel console=ttyS0 quiet" in cfg and "initrd /boot/initrd.img" in cfg
