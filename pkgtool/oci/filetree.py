@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 from pkgtool.errors import PkgtoolError
+from pkgtool.oci.layer import clean_path
 
 if TYPE_CHECKING:
     from pkgtool.oci.layer import Layer, LayerEntry
@@ -190,15 +191,10 @@ def dir_inode(mode: int = 0o755, uid: int = 0, gid: int = 0) -> Inode:
 
 
 def split_path(name: str, what: str) -> list[str]:
-    """The components of a relative archive name; ``..`` and absolute names are errors."""
-    if "\x00" in name:
-        raise PkgtoolError(f"{what}: NUL byte in name")
-    if name.startswith("/"):
-        raise PkgtoolError(f"{what}: absolute path {name!r} rejected")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise PkgtoolError(f"{what}: path {name!r} with '..' rejected")
-    return parts
+    """The components of a relative archive name; ``..``, absolute names, NUL bytes and
+    names over PATH_MAX are errors (the layer reader's rules, :func:`~pkgtool.oci.layer.clean_path`)."""
+    path = clean_path(name, what=what)
+    return path.split("/") if path else []
 
 
 class Tree:
