@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pkgtool.assemble import imagetar
+from pkgtool.assemble import imagetar, initrd_compression
 from pkgtool.assemble.cpio import compressor, source_date_epoch, write_cpio
 from pkgtool.assemble.formats.base import FormatInput
 from pkgtool.assemble.formats.registry import Format, select
@@ -240,6 +240,7 @@ class Assembled:
     kernel: Inode | None
     cmdline: str
     ucode: Inode | None
+    kernel_config: bytes | None = None  # the kernel image's /config, if it has one
 
 
 class Assembler:
@@ -254,7 +255,7 @@ class Assembler:
 
     def assemble(self) -> Assembled:
         try:
-            kernel, ucode, kernel_tar = self._kernel()
+            kernel, ucode, kernel_tar, config = self._kernel()
             for item in self.spec.init:
                 self.progress(f"init {item.image}")
                 flat = flatten(self.layout, self.images[item.image], self.tree)
@@ -272,17 +273,17 @@ class Assembler:
             # Every bootable output starts this tree as an initramfs, which needs a console.
             ensure_console(self.tree)
             cmdline = self.spec.kernel.cmdline or ""
-            return Assembled(self.tree, kernel, cmdline, ucode)
+            return Assembled(self.tree, kernel, cmdline, ucode, kernel_config=config)
         except BaseException:
             self.tree.close()
             raise
 
     # -- kernel
 
-    def _kernel(self) -> tuple[Inode | None, Inode | None, Inode | None]:
+    def _kernel(self) -> tuple[Inode | None, Inode | None, Inode | None, bytes | None]:
         k = self.spec.kernel
         if not k.image:
-            return None, None, None
+            return None, None, None, None
         self.progress(f"kernel {k.image}")
         flat = flatten(self.layout, self.images[k.image], self.tree)
         where = f"{k.origin or 'kernel'}: {k.image}"
@@ -301,8 +302,10 @@ class Assembler:
         self.tree.put("boot/cmdline", Inode(Kind.FILE, mode=0o644, content=BytesContent((k.cmdline or "").encode())))
         if ucode is not None:
             self.tree.put("boot/ucode.cpio", Inode(Kind.FILE, mode=ucode.mode, content=ucode.content))
+        config = flat.get("config")
+        config_bytes = flat.read("config") if config is not None and config.kind is Kind.FILE else None
         flat.close()
-        return kernel, ucode, kernel_tar
+        return kernel, ucode, kernel_tar, config_bytes
 
     def _unpack_kernel_tar(self, inode: Inode) -> None:
         k = self.spec.kernel
@@ -468,7 +471,7 @@ def build_image(
     registry_client_factory: Callable[[], Any] | None = None,
     progress: Progress | None = None,
     allow_unpinned: bool = False,
-    compression: str = "gzip",
+    compression: str = "auto",
     source_date_epoch_value: int | None = None,
     fetcher: Fetcher | None = None,
 ) -> list[Path]:
@@ -480,8 +483,7 @@ def build_image(
     from pkgtool.oci.layout import Layout
 
     report: Progress = progress or (lambda _msg: None)
-    if compression not in ("gzip", "zstd"):
-        raise UsageError(f"unknown initrd compression {compression!r} (gzip or zstd)")
+    initrd_compression.check_choice(compression)
     spec = load_image_spec(list(yaml_paths))
     chosen = select(formats, arch)
     image_name = name or default_name(yaml_paths)
@@ -509,6 +511,8 @@ def build_image(
             raise PkgtoolError(f"{ref}: {exc}") from None
     assembled = Assembler(spec, images, layout, progress=report).assemble()
     try:
+        compression = initrd_compression.choose(compression, assembled.kernel_config,
+                                                kernel=spec.kernel.image or "(none)")
         return write_outputs(assembled, chosen, out_dir=out_dir, name=image_name, arch=arch, mtime=mtime,
                              compression=compression, progress=report)
     finally:
