@@ -122,7 +122,8 @@ for lib in $LINKED; do
         echo "pkgcopy: --linked $lib does not exist in the build stage" >&2
         exit 1
     fi
-    echo "$lib" >>"$FILES"
+    # As dpkg lists it: gcc -print-file-name answers with paths like .../12/../../../libc.a
+    realpath "$lib" >>"$FILES"
 done
 
 # Shared libraries: ldd prints the whole closure, the dynamic loader included.
