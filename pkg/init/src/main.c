@@ -6,7 +6,7 @@
 
 static int usage(void)
 {
-	fputs("usage: pkgtool-init modaliases STATEFILE | runtime RUNTIME.json | json-get KEY |"
+	fputs("usage: pkgtool-init mount TYPE DIR OPTIONS... | modaliases STATEFILE | runtime RUNTIME.json | json-get KEY |"
 	      " json-each FIELD [KEY=VALUE]\n       (as /init: the system's first program)\n", stderr);
 	return 2;
 }
@@ -20,6 +20,8 @@ int main(int argc, char **argv)
 		return cmd_init(argc, argv);
 	if (argc < 2)
 		return usage();
+	if (strcmp(argv[1], "mount") == 0)
+		return cmd_mount(argc - 1, argv + 1);
 	if (strcmp(argv[1], "modaliases") == 0)
 		return cmd_modaliases(argc - 1, argv + 1);
 	if (strcmp(argv[1], "runtime") == 0)

@@ -5,6 +5,7 @@
  * here in one process each:
  *
  *   /init                       the kernel's first program (a symlink to this binary)
+ *   pkgtool-init mount TYPE DIR OPTIONS...   pseudo file systems, not yet mounted
  *   pkgtool-init modaliases F   device modaliases not yet listed in F (then added to F)
  *   pkgtool-init runtime F      runtime.json F as lines for the bundle script
  *   pkgtool-init json-get KEY   a top-level value of the JSON object on stdin
@@ -21,6 +22,7 @@
 #define FIELD_SEP '\037'
 
 int cmd_init(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
 int cmd_modaliases(int argc, char **argv);
 int cmd_runtime(int argc, char **argv);
 int cmd_json_get(int argc, char **argv);
