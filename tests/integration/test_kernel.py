@@ -89,14 +89,26 @@ def test_kernel_images_for_three_arches(registry: str, unique_repo: str, tmp_pat
     assert again.skipped and again.tag == result.tag
 
 
-def test_virt_flavour_keeps_the_include_closure_and_ships_small_kernels(pkgset: PackageSet) -> None:
+def test_virt_flavour_keeps_the_include_closure_and_ships_small_kernels(pkgset: PackageSet, unique_repo: str) -> None:
     """The VM flavour as the session published it (examples/ use it): per arch, the modules
     are exactly what kernel.yml's include globs and their dependencies name, built-in
-    entries need no file, arm64's kernel is a gzip'd Image, and no /vmlinux is shipped."""
+    entries need no file, arm64's kernel is a gzip'd Image, and no /vmlinux is shipped.
+    Built again from the .debs into another repository, every arch's layer has the same
+    digest (the image config differs: it names the repository)."""
     spec = load_kernel_spec(pkgset.root / pkgsetkit.KERNEL / "kernel.yml")
     patterns = [glob.pattern for glob in spec.modules_include]
     repository, digest = pkgset.kernel_ref.split("/", 1)[1].split("@")
     repository = repository.rsplit(":", 1)[0]
+    again = build_kernel(dataclasses.replace(spec, image=unique_repo), registry=pkgset.registry)
+    assert not again.skipped
+
+    def layers(repo: str, ref: str) -> list[str]:
+        index = json.loads(_get(pkgset.registry, repo, f"manifests/{ref}", "application/vnd.oci.image.index.v1+json"))
+        return [json.loads(_get(pkgset.registry, repo, f"manifests/{m['digest']}",
+                                "application/vnd.oci.image.manifest.v1+json"))["layers"][0]["digest"]
+                for m in index["manifests"]]
+
+    assert layers(unique_repo, again.tag) == layers(repository, digest)
     index = json.loads(_get(pkgset.registry, repository, f"manifests/{digest}", "application/vnd.oci.image.index.v1+json"))
     assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64", "s390x"]
     for entry in index["manifests"]:
