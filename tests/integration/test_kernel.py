@@ -12,7 +12,9 @@ import gzip
 import io
 import json
 import subprocess
+import sys
 import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -137,3 +139,29 @@ def test_virt_flavour_keeps_the_include_closure_and_ships_small_kernels(pkgset: 
             assert kernel[:2] == b"\x1f\x8b" and gzip.decompress(kernel)[0x38:0x3C] == b"ARMd"
         else:
             assert bzimage.kernel_kind(kernel) == {"amd64": "bzImage", "s390x": "s390-image"}[arch]
+
+
+def test_an_include_naming_no_module_fails_with_its_kernel_yml_line(registry: str, unique_repo: str,
+                                                                     tmp_path: Path) -> None:
+    """On Debian's real .deb (amd64 only, to be quick): a typo in modules.include is one line
+    naming the kernel.yml line and the package, a non-zero exit, and nothing pushed."""
+    text = (REPO / "kernel/bookworm-6.1-virt/kernel.yml").read_text()
+    text = text.replace("image: pkgtool/kernel-virt", f"image: {unique_repo}")
+    text = text.replace("    - kernel/drivers/net/virtio_net.ko\n", "    - kernel/drivers/net/virtio-net.ko\n")
+    arches = text.index("arches:\n")
+    text = text[:arches] + "arches:\n" + text[arches:].split("\n  arm64:\n")[0].split("arches:\n", 1)[1] + "\n"
+    spec = tmp_path / "kernel.yml"
+    spec.write_text(text)
+    line = text.splitlines().index("    - kernel/drivers/net/virtio-net.ko") + 1
+    virt = load_kernel_spec(REPO / "kernel/bookworm-6.1-virt/kernel.yml")
+    index = [g.pattern for g in virt.modules_include].index("kernel/drivers/net/virtio_net.ko")
+    proc = subprocess.run([sys.executable, "-m", "pkgtool", "kernel", "build", "--registry", registry, str(spec)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if not ln.startswith("kernel: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].endswith(f"{spec}:{line}: modules.include[{index}]: 'kernel/drivers/net/virtio-net.ko' matches "
+                              f"no module of {virt.arch('amd64').package} (amd64), neither a loadable one nor one "
+                              "built into the kernel"), errors[0]
+    with pytest.raises(urllib.error.HTTPError):
+        _get(registry, unique_repo, "tags/list")
