@@ -398,6 +398,7 @@ def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch:
         login = None
         while time.monotonic() < deadline and thread.is_alive():
             login = subprocess.run([*ssh, "echo SSH-IN; ip -4 addr show eth0; cat /etc/resolv.conf; "
+                                    "nsenter -t 1 -m stat -f -c ROOT-IS-%T /; "
                                     "nsenter -t 1 -m -u -i -n -p runc list -q"], capture_output=True, text=True, timeout=60)
             if login.returncode == 0:
                 break
@@ -405,6 +406,8 @@ def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch:
         assert login is not None and login.returncode == 0, login.stderr if login else "VM exited"
         MEASURE["boot_seconds"][f"{arch}/to-ssh-login"] = round(time.monotonic() - start, 1)
         assert "SSH-IN" in login.stdout and "inet 10.0.2.15/24" in login.stdout and "nameserver 10.0.2.3" in login.stdout
+        # /init switched to a root runc can pivot_root out of, and it is the kernel's tmpfs.
+        assert "ROOT-IS-tmpfs" in login.stdout, login.stdout
         assert sorted(login.stdout.split()[-4:]) == ["getty", "poweroff", "rngd", "sshd"], login.stdout
         subprocess.run([*ssh, "poweroff"], capture_output=True, text=True, timeout=60)
     thread.join(timeout=700)
