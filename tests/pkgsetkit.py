@@ -35,7 +35,9 @@ from pkgtool.oci.registry import RegistryClient
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHES = ("amd64", "arm64", "s390x")
-KERNEL = Path("kernel") / "bookworm-6.1"
+# The VM flavour: what examples/ and the boot tests use.  kernel/bookworm-6.1 (the full
+# Debian module tree, for hardware) pins the same .debs and is refreshed alongside.
+KERNEL = Path("kernel") / "bookworm-6.1-virt"
 
 MEASURE: dict[str, Any] = {"build_seconds": {}, "compressed_bytes": {}, "boot_seconds": {}}
 
@@ -78,13 +80,12 @@ def refresh_for_moved_mirror(root: Path, registry: str) -> dict[str, list[str]]:
     drift = mirror_drift(recipe)
     if drift:
         write_locks(recipe)
-    kernel = root / KERNEL
-    if kernel.is_dir():
+    for kernel in sorted((root / "kernel").glob("*/kernel.yml")):
         check = subprocess.run([sys.executable, "-m", "pkgtool", "kernel", "lock", "--check", str(kernel)], cwd=root,
                                capture_output=True, text=True, timeout=600)
         if check.returncode == 1:
             pkgtool("kernel", "lock", str(kernel), cwd=root, timeout=600)
-            drift["kernel"] = check.stdout.splitlines()
+            drift[f"kernel {kernel.parent.name}"] = check.stdout.splitlines()
         elif check.returncode != 0:
             raise AssertionError(f"pkgtool kernel lock --check failed:\n{check.stdout}\n{check.stderr}")
     if drift:
@@ -101,7 +102,7 @@ class PackageSet:
     refs: dict[str, str]  # name -> REGISTRY/ORG/IMAGE:TAG
     digests: dict[str, str]  # name -> index digest
     manifests: dict[str, dict[str, str]]  # name -> arch -> manifest digest
-    kernel_ref: str  # REGISTRY/pkgtool/kernel:TAG@DIGEST
+    kernel_ref: str  # REGISTRY/pkgtool/kernel-virt:TAG@DIGEST (KERNEL)
     mirror_moved: dict[str, list[str]]
     rootfs_dir: Path
     _extracted: dict[tuple[str, str], Path] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 # pkgcopy.sh: copy files out of the Debian build stage into the root of a package image.
 #
-#   busybox sh /pkgcopy.sh [-o OUT] [--busybox] PATH...
+#   busybox sh /pkgcopy.sh [-o OUT] [--busybox] [--linked LIB]... PATH...
 #
 # PATH is an absolute path in the build stage: a file, a symlink or a directory (copied
 # recursively).  Symlinks on the way are recreated, not followed, so the package keeps the
@@ -10,6 +10,10 @@
 #
 # --busybox adds a symlink to busybox for each of its applets, in usr/bin and usr/sbin,
 # where the name is not taken yet; copy /usr/bin/busybox itself as a PATH.
+#
+# --linked LIB names a static library that a program built in the stage (and copied) was
+# linked with: LIB itself is not copied, but its Debian package goes into the SBOM below,
+# since its code is in the image.
 #
 # SBOM hook, distroless's convention: for each Debian package owning a file that was copied,
 #   OUT/var/lib/dpkg/status.d/NAME      its paragraph of /var/lib/dpkg/status
@@ -23,10 +27,12 @@ set -eu
 
 OUT=/out
 BUSYBOX_LINKS=false
+LINKED=""
 while [ $# -gt 0 ]; do
     case $1 in
         -o) OUT=$2; shift 2 ;;
         --busybox) BUSYBOX_LINKS=true; shift ;;
+        --linked) LINKED="$LINKED $2"; shift 2 ;;
         --) shift; break ;;
         -*) echo "pkgcopy: unknown option $1" >&2; exit 2 ;;
         *) break ;;
@@ -110,6 +116,14 @@ for p in "$@"; do
         /*) copy_tree "$p" ;;
         *) echo "pkgcopy: $p: expected an absolute path" >&2; exit 2 ;;
     esac
+done
+for lib in $LINKED; do
+    if [ ! -f "$lib" ]; then
+        echo "pkgcopy: --linked $lib does not exist in the build stage" >&2
+        exit 1
+    fi
+    # As dpkg lists it: gcc -print-file-name answers with paths like .../12/../../../libc.a
+    realpath "$lib" >>"$FILES"
 done
 
 # Shared libraries: ldd prints the whole closure, the dynamic loader included.

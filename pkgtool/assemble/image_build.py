@@ -27,6 +27,7 @@ newest layer's time, keeps outputs identical however the inputs were produced.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pkgtool.assemble import initrd_compression
 from pkgtool.assemble.artifacts import ArtifactCache
 from pkgtool.assemble.cpio import source_date_epoch
 from pkgtool.assemble.files import add_files, ensure_console
@@ -229,7 +231,7 @@ def build_image(
     registry_client_factory: Callable[[], RegistryClient] | None = None,
     progress: Progress | None = None,
     allow_unpinned: bool = False,
-    compression: str = "gzip",
+    compression: str = "auto",
     source_date_epoch_value: int | None = None,
 ) -> list[Path]:
     """Build the image described by ``yaml_paths`` and return the output files written.
@@ -239,8 +241,7 @@ def build_image(
     factory the build uses the cache alone.
     """
     report: Progress = progress or (lambda _msg: None)
-    if compression not in ("gzip", "zstd"):
-        raise UsageError(f"unknown initrd compression {compression!r} (gzip or zstd)")
+    initrd_compression.check_choice(compression)
     spec = load_image_spec(list(yaml_paths))
     chosen = select(formats, arch)
     image_name = name or default_name(yaml_paths)
@@ -251,10 +252,27 @@ def build_image(
     unpinned = [ref for ref in refs if not is_pinned(ref)]
     if unpinned and not allow_unpinned:
         raise UsageError(f"image {unpinned[0]!r} is not pinned by digest: run `pkgtool image lock` first (or allow unpinned images)")
+    created = not out_dir.exists()
     check_output_dir(out_dir)
+    try:
+        return _build(spec, refs, chosen, cache=cache, out_dir=out_dir, name=image_name, arch=arch, mtime=mtime,
+                      compression=compression, client_factory=registry_client_factory, progress=report)
+    except BaseException:
+        if created:
+            # A failed build leaves no trace: not even the output directory it made.
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+
+def _build(spec: ImageSpec, refs: Sequence[str], chosen: Sequence[Format], *, cache: Path, out_dir: Path,
+           name: str, arch: str, mtime: int, compression: str,
+           client_factory: Callable[[], RegistryClient] | None, progress: Progress) -> list[Path]:
+    report = progress
+    image_name = name
     layout = Layout(cache)
     layout.ensure()
-    images = pull_all(refs, CachedSource(layout, registry_client_factory), arch, progress=report)
+    images = pull_all(refs, CachedSource(layout, client_factory), arch, progress=report)
     stage = _staging_dir(out_dir)
     store = SpillStore()
     parts: ImageParts | None = None
@@ -262,6 +280,8 @@ def build_image(
         work = stage / ".work"
         work.mkdir()
         parts = ImageParts(spec, images, layout=layout, work=work, store=store, progress=report)
+        compression = initrd_compression.choose(compression, parts.kernel.config if parts.kernel else None,
+                                                kernel=spec.kernel.image or "(none)")
         return write_outputs(parts, chosen, stage=stage, out_dir=out_dir, name=image_name, arch=arch, mtime=mtime,
                              compression=compression, progress=report)
     finally:

@@ -37,7 +37,9 @@ def register(sub: Any) -> None:
     build.add_argument("--registry", default=None, help="registry for pulls (default $PKGTOOL_REGISTRY or 127.0.0.1:5000)")
     build.add_argument("--allow-unpinned", action="store_true",
                        help="accept image references without a digest (not reproducible)")
-    build.add_argument("--initrd-compression", default="gzip", choices=("gzip", "zstd"))
+    build.add_argument("--initrd-compression", default="auto", choices=("auto", "gzip", "zstd"),
+                       help="auto (default): zstd when the kernel image's /config has CONFIG_RD_ZSTD=y, "
+                       "else gzip; zstd is refused for a kernel whose /config lacks it")
     build.add_argument("--verify", action="store_true",
                        help="refuse to build unless every pinned image verifies (see `pkgtool verify`; "
                        "takes --key or --identity/--issuer and --policy)")

@@ -2,7 +2,8 @@
 
 The image's single layer holds, at its root::
 
-    /kernel       the bootable image (x86 bzImage, arm64 Image, s390 image) — checked by magic
+    /kernel       the bootable image (x86 bzImage, arm64 Image, s390 image) — checked by magic;
+                  with kernel.yml's ``compress: gzip``, the arm64 Image gzip-compressed
     /kernel.tar   the modules as lib/modules/<release>/..., a deterministic tar, with the
                   modules.dep/alias/... index that Debian's postinst would have made
     /System.map   as Debian ships it (a stub pointing at the -dbg package: Debian strips it)
@@ -21,7 +22,6 @@ bytes.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import posixpath
 import shutil
@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkgtool.errors import PkgtoolError
-from pkgtool.kernel import bzimage
+from pkgtool.kernel import bzimage, kernel_form
 from pkgtool.kernel.deb import open_data_tar
+from pkgtool.kernel.kernel_yml import ModuleGlob
+from pkgtool.kernel.module_select import parse_modules_dep, select_modules
 
 # Bump when the layout or how it is produced changes: it is part of the kernel tag.
 LAYOUT_VERSION = "3"
@@ -52,7 +54,7 @@ class KernelLayout:
     root: Path
     files: list[str] = field(default_factory=list)  # names at the image root, sorted
     modules: int = 0  # .ko files in kernel.tar
-    dropped: int = 0  # .ko files left out by kernel.yml's modules.exclude
+    dropped: int = 0  # .ko files left out by kernel.yml's modules: include/exclude
 
 
 def _normalise(name: str, source: str) -> str:
@@ -194,45 +196,44 @@ def _index_modules(spool: _Spool, release: str, source: str) -> None:
 
 
 def build_kernel_layout(deb: Path, *, arch: str, epoch: int, vmlinux: bool, workdir: Path,
-                        exclude: tuple[str, ...] = ()) -> KernelLayout:
-    """Read ``deb`` and write the layout's files into ``workdir/image``; module paths
-    matching ``exclude`` are left out (with care for what the rest depends on)."""
+                        exclude: tuple[str, ...] = (), include: tuple[ModuleGlob, ...] = (),
+                        compress: str = "", kernel_name: str = "") -> KernelLayout:
+    """Read ``deb`` and write the layout's files into ``workdir/image``.
+
+    ``include``/``exclude`` choose the modules kept (:mod:`pkgtool.kernel.module_select`);
+    ``compress`` is the form /kernel is shipped in (:mod:`pkgtool.kernel.kernel_form`);
+    ``kernel_name`` names the kernel in errors (default: the .deb's file name).
+    """
     spool = _Spool(root=workdir / "spool")
     spool.root.mkdir(parents=True)
     _spool_deb(deb, spool)
     release = _release(spool, deb.name)
-    dropped = drop_modules(spool, release, exclude, source=deb.name) if exclude else 0
+    dropped = 0
+    if include or exclude:
+        dropped = drop_modules(spool, release, include=include, exclude=exclude,
+                               source=deb.name, kernel=kernel_name or deb.name)
     kernel = spool.boot[f"vmlinuz-{release}"] if f"vmlinuz-{release}" in spool.boot else spool.boot[f"vmlinux-{release}"]
     layout = write_layout(spool, release=release, kernel=kernel, config=spool.boot[f"config-{release}"],
                           system_map=spool.boot[f"System.map-{release}"], arch=arch, epoch=epoch,
-                          vmlinux=vmlinux, image=workdir / "image", source=f"{deb.name}: boot/vmlinuz-{release}")
+                          vmlinux=vmlinux, image=workdir / "image", source=f"{deb.name}: boot/vmlinuz-{release}",
+                          compress=compress)
     layout.dropped = dropped
     return layout
 
 
-def drop_modules(spool: _Spool, release: str, exclude: tuple[str, ...], *, source: str) -> int:
-    """Remove the modules matching ``exclude`` from the spool; returns how many went.
-
-    A module that a kept module depends on (``modules.dep`` of the whole tree, from a first
-    depmod run) is kept even if it matches: excluding graphics must not break, say, a
-    storage driver that shares a helper module.  Directories left empty go too.
+def drop_modules(spool: _Spool, release: str, *, include: tuple[ModuleGlob, ...], exclude: tuple[str, ...],
+                 source: str, kernel: str) -> int:
+    """Remove from the spool the modules kernel.yml's ``modules:`` rule does not keep
+    (:func:`pkgtool.kernel.module_select.select_modules`, over ``modules.dep`` of the whole
+    tree from a first depmod run); returns how many went.  Directories left empty go too.
     """
     _index_modules(spool, release, source)
     prefix = f"lib/modules/{release}/"
-    dep_file = spool.root / prefix / "modules.dep"
-    needs: dict[str, list[str]] = {}
-    for line in dep_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        module, _, deps = line.partition(":")
-        needs[module.strip()] = deps.split()
-    matched = {m for m in needs if any(fnmatch.fnmatchcase(m, pattern) for pattern in exclude)}
-    keep = [m for m in needs if m not in matched]
-    wanted: set[str] = set()
-    while keep:
-        module = keep.pop()
-        if module not in wanted:
-            wanted.add(module)
-            keep.extend(needs.get(module, ()))
-    gone = matched - wanted
+    needs = parse_modules_dep((spool.root / prefix / "modules.dep").read_text(encoding="utf-8", errors="replace"))
+    builtin_file = spool.root / prefix / "modules.builtin"
+    builtin = builtin_file.read_text(encoding="utf-8", errors="replace").split() if builtin_file.is_file() else []
+    selection = select_modules(needs, builtin, include=include, exclude=exclude, kernel=kernel)
+    gone = set(needs) - selection.keep
     for module in gone:
         name = prefix + module
         spool.files.pop(name, None)
@@ -286,12 +287,12 @@ def spool_installed_modules(root: Path, release: str, *, source: str) -> _Spool:
 
 
 def write_layout(spool: _Spool, *, release: str, kernel: bytes, config: bytes, system_map: bytes,
-                 arch: str, epoch: int, vmlinux: bool, image: Path, source: str) -> KernelLayout:
+                 arch: str, epoch: int, vmlinux: bool, image: Path, source: str, compress: str = "") -> KernelLayout:
     """Index the spooled modules and write /kernel, /kernel.tar, /System.map, /config (+ /vmlinux)."""
     _index_modules(spool, release, source)
     bzimage.check_kernel_kind(kernel, arch=arch, source=source)
     image.mkdir()
-    (image / "kernel").write_bytes(kernel)
+    (image / "kernel").write_bytes(kernel_form.compressed(kernel, compress))
     (image / "config").write_bytes(config)
     (image / "System.map").write_bytes(system_map)
     if vmlinux:

@@ -5,8 +5,9 @@ parsing, cached by that sha256), build the layout (:mod:`pkgtool.kernel.deb_layo
 as a one-layer OCI image and push; then push the multi-arch index.
 
 Tag: ``<version>-<hash>``, ``hash`` = sha256 over the parsed kernel.yml (image, version,
-epoch, per arch the package, its own version if it has one, the .deb's sha256 and the
-vmlinux flag) and :data:`pkgtool.kernel.deb_layout.LAYOUT_VERSION`, first 16 hex digits.  The version prefix
+epoch, per arch the package, its own version if it has one, the .deb's sha256, the
+vmlinux flag and the kernel compression if any; the modules: globs if any) and
+:data:`pkgtool.kernel.deb_layout.LAYOUT_VERSION`, first 16 hex digits.  The version prefix
 lets an image YAML say which kernel it uses at a glance; the hash changes whenever any
 input does.
 """
@@ -38,6 +39,8 @@ def _arch_material(entry: KernelArch) -> dict[str, object]:
     material: dict[str, object] = {"package": entry.package, "sha256": entry.sha256, "vmlinux": entry.vmlinux}
     if entry.own_version:  # only then: files without per-arch versions keep their tags
         material["version"] = entry.version
+    if entry.compress:  # likewise: kernel.yml files without it keep their tags
+        material["compress"] = entry.compress
     return material
 
 
@@ -56,6 +59,8 @@ def kernel_tag(spec: KernelSpec) -> str:
     }
     if spec.modules_exclude:
         material["modules_exclude"] = list(spec.modules_exclude)
+    if spec.modules_include:
+        material["modules_include"] = [glob.pattern for glob in spec.modules_include]
     return f"{spec.version}-{hashlib.sha256(hashed_json(material)).hexdigest()[:TAG_HEX]}"
 
 
@@ -101,7 +106,9 @@ def build_kernel(spec: KernelSpec, *, registry: str, force: bool = False, log: L
             work = Path(tmp) / arch
             work.mkdir()
             layout = build_kernel_layout(deb, arch=arch, epoch=spec.source_date_epoch,
-                                         vmlinux=entry.vmlinux, workdir=work, exclude=spec.modules_exclude)
+                                         vmlinux=entry.vmlinux, workdir=work, exclude=spec.modules_exclude,
+                                         include=spec.modules_include, compress=entry.compress,
+                                         kernel_name=f"{entry.package} ({arch})")
             flat = work / "layout.tar"
             rootfs_image.directory_tar(layout.root, flat, epoch=spec.source_date_epoch)
             image = rootfs_image.image_from_rootfs_tar(flat, arch=arch, config=config, workdir=work / "oci")

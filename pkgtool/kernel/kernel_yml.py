@@ -15,11 +15,10 @@ Example::
         package: linux-image-6.1.0-50-s390x
         version: 6.1.176-1         # this arch lags (bookworm-security builds no s390x)
         sha256: a9cbaa...
-    modules:                       # optional: leave module trees out of /kernel.tar
-      exclude: [kernel/drivers/gpu/*, kernel/sound/*]   # globs under lib/modules/<release>/;
-                                   # a kept module's dependencies (modules.dep) stay; for the
-                                   # Debian .debs only (a from-source kernel builds only the
-                                   # modules its config fragments ask for)
+    modules:                       # optional: which modules /kernel.tar keeps (Debian .debs
+                                   # only: a from-source kernel builds what its fragments ask for)
+      include: [kernel/fs/overlayfs/overlay.ko, kernel/net/bridge/*]   # an allowlist
+      exclude: [kernel/drivers/gpu/*, kernel/sound/*]                  # a denylist
     source:                        # optional: `pkgtool kernel build --from-source`
       image: pkgtool/kernel-source
       package: linux-source-6.1    # Debian's kernel source tarball (arch all)
@@ -27,6 +26,19 @@ Example::
       sha256: 5259c5...
       configs:                     # Kconfig fragments per arch, over allnoconfig, in order
         amd64: [config/common.config, config/amd64.config]
+
+Per arch, ``compress: gzip`` ships an arm64 ``Image`` gzip-compressed (``Image.gz``, 33 ->
+11 MB): QEMU's ``-kernel`` and GRUB (its gzio filter) boot it as they boot the plain one.
+An x86 bzImage and an s390 image carry their own compressed payload, so the key is refused
+for them.
+
+``modules:`` globs are relative to ``lib/modules/<release>/`` and match whole module paths
+(``*`` matches ``/`` too).  The kept set is: every module matching ``include`` (all of them
+without ``include``) that matches no ``exclude`` glob, plus, always, every module those
+depend on (``modules.dep``): exclusion never breaks a kept module.  Each ``include`` entry
+must name something the kernel has on every arch, a loadable module or one built into the
+kernel (``modules.builtin``: nothing to ship then), else the build fails with this file's
+line.
 
 ``pkgtool kernel lock`` rewrites the package/version/sha256 values from the mirror.
 Unknown keys are errors (a typo must not silently do nothing).
@@ -40,13 +52,24 @@ from pathlib import Path
 
 from pkgtool.arches import ARCHES
 from pkgtool.errors import UsageError
-from pkgtool.yamlload import YamlDoc, load_yaml, parse_yaml
+from pkgtool.yamlload import YamlDoc, format_path, load_yaml, parse_yaml
 
 _IMAGE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~-]*$")
 _SHA_RE = re.compile(r"^[a-f0-9]{64}$")
 _CONFIG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+# Kernel file forms kernel.yml may ask for, and the kernel kinds that can take each.
+KERNEL_COMPRESSIONS = {"gzip": ("arm64",)}
+
+
+@dataclass(frozen=True)
+class ModuleGlob:
+    """One ``modules.include`` entry, with where it is written: whether it names anything is
+    only known once the .deb is read, and that error must still point at kernel.yml."""
+
+    pattern: str
+    where: str  # "kernel.yml:LINE: modules.include[N]"
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,7 @@ class KernelArch:
     package: str
     sha256: str
     vmlinux: bool = False
+    compress: str = ""  # "" (as Debian ships it) or a KERNEL_COMPRESSIONS key
     version: str = ""  # resolved: the arch's own version, else the file's
     own_version: bool = False  # True if the arch sets ``version`` itself
     where: str = ""  # file:line of the arch's entry, for errors
@@ -85,6 +109,7 @@ class KernelSpec:
     arches: tuple[KernelArch, ...]
     source: KernelSource | None = None
     modules_exclude: tuple[str, ...] = ()  # globs, relative to lib/modules/<release>/
+    modules_include: tuple[ModuleGlob, ...] = ()  # an allowlist; empty: every module
 
     def arch(self, name: str) -> KernelArch:
         for entry in self.arches:
@@ -137,42 +162,68 @@ def kernel_spec_from_doc(doc: YamlDoc, path: Path) -> KernelSpec:
             raise doc.error(where, f"unsupported architecture (supported: {', '.join(ARCHES)})")
         if not isinstance(entry, dict):
             raise doc.error(where, "expected a mapping with package and sha256")
-        _check_keys(doc, entry, where, {"package", "version", "sha256", "vmlinux"})
+        _check_keys(doc, entry, where, {"package", "version", "sha256", "vmlinux", "compress"})
         vmlinux = entry.get("vmlinux", False)
         if not isinstance(vmlinux, bool):
             raise doc.error((*where, "vmlinux"), "must be true or false")
         if vmlinux and arch != "amd64":
             raise doc.error((*where, "vmlinux"), "only amd64 bzImages carry an extractable vmlinux")
+        compress = _compress(doc, entry.get("compress"), arch, (*where, "compress"))
         own = "version" in entry
         arches.append(KernelArch(
             arch=arch,
             package=_string(doc, entry, where, "package", _PACKAGE_RE),
             sha256=_string(doc, entry, where, "sha256", _SHA_RE),
             vmlinux=vmlinux,
+            compress=compress,
             version=_string(doc, entry, where, "version", _VERSION_RE) if own else version,
             own_version=own,
             where=doc.where(where),
         ))
     arches.sort(key=lambda a: ARCHES.index(a.arch))
     source = _source(doc, data.get("source"), path, image) if "source" in data else None
+    exclude, include = _modules(doc, data.get("modules"))
     return KernelSpec(path=path, image=image, version=version, source_date_epoch=epoch,
-                      arches=tuple(arches), source=source, modules_exclude=_modules(doc, data.get("modules")))
+                      arches=tuple(arches), source=source, modules_exclude=exclude, modules_include=include)
 
 
-def _modules(doc: YamlDoc, data: object) -> tuple[str, ...]:
-    if data is None:
-        return ()
-    where: tuple[str | int, ...] = ("modules",)
-    if not isinstance(data, dict):
-        raise doc.error(where, "expected a mapping with exclude")
-    _check_keys(doc, data, where, {"exclude"})
-    patterns = data.get("exclude") or []
+def _compress(doc: YamlDoc, value: object, arch: str, where: tuple[str | int, ...]) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or value not in KERNEL_COMPRESSIONS:
+        raise doc.error(where, f"expected one of: {', '.join(KERNEL_COMPRESSIONS)}")
+    if arch not in KERNEL_COMPRESSIONS[value]:
+        raise doc.error(where, f"only for {', '.join(KERNEL_COMPRESSIONS[value])}: a bzImage and an s390 image "
+                        "already carry a compressed kernel that they unpack themselves")
+    return value
+
+
+def _globs(doc: YamlDoc, data: dict[str, object], key: str) -> list[tuple[str, tuple[str | int, ...]]]:
+    """``modules.<key>`` as (glob, YAML path) pairs, each checked to stay below lib/modules/<release>/."""
+    where: tuple[str | int, ...] = ("modules", key)
+    patterns = data.get(key) or []
     if not isinstance(patterns, list):
-        raise doc.error((*where, "exclude"), "expected a list of globs")
+        raise doc.error(where, "expected a list of globs")
+    out = []
     for i, pattern in enumerate(patterns):
         if not isinstance(pattern, str) or not pattern or pattern.startswith("/") or ".." in pattern.split("/"):
-            raise doc.error((*where, "exclude", i), "expected a glob relative to lib/modules/<release>/, e.g. kernel/sound/*")
-    return tuple(patterns)
+            raise doc.error((*where, i), "expected a glob relative to lib/modules/<release>/, e.g. kernel/sound/*")
+        out.append((pattern, (*where, i)))
+    return out
+
+
+def _modules(doc: YamlDoc, data: object) -> tuple[tuple[str, ...], tuple[ModuleGlob, ...]]:
+    if data is None:
+        return (), ()
+    if not isinstance(data, dict):
+        raise doc.error(("modules",), "expected a mapping with include and/or exclude")
+    _check_keys(doc, data, ("modules",), {"include", "exclude"})
+    exclude = tuple(pattern for pattern, _ in _globs(doc, data, "exclude"))
+    include = tuple(ModuleGlob(pattern, f"{doc.where(at)}: {format_path(at)}") for pattern, at in _globs(doc, data, "include"))
+    if "include" in data and not include:
+        # An empty allowlist would ship no module at all: surely not what was meant.
+        raise doc.error(("modules", "include"), "an empty list would keep no module; delete the key to keep them all")
+    return exclude, include
 
 
 def _source(doc: YamlDoc, data: object, path: Path, image: str) -> KernelSource:

@@ -125,7 +125,9 @@ def test_sbom_hook_lists_each_debian_package_with_version_and_license(pkgset: Pa
     from pkgtool.base.lockfile import load_lock
 
     lock = load_lock(pkgset.root / "pkg" / "base" / f"versions.{arch}")
-    expect = {"init": {"busybox-static", "jq", "libc6"}, "runc": {"runc", "libseccomp2"}, "containerd": {"containerd"},
+    # init's pkgtool-init is linked statically: glibc's and libgcc's archives are in it.
+    expect = {"init": {"busybox-static", "libc6-dev", "libgcc-12-dev"}, "runc": {"runc", "libseccomp2"},
+              "containerd": {"containerd"},
               "sshd": {"openssh-server", "openssh-client", "openssh-sftp-server", "libssl3"}, "rngd": {"jitterentropy-rngd"},
               "getty": {"busybox-static"}, "udhcpc": {"busybox-static"}}
     for name in PACKAGES:
@@ -142,7 +144,7 @@ def test_sbom_hook_lists_each_debian_package_with_version_and_license(pkgset: Pa
 # --------------------------------------------------------------------------- content, per arch
 
 SCRIPTS = {
-    "init": ("/init", "/etc/init.d/rcS", "/etc/init.d/rcK", "/usr/lib/pkgtool-init/bundle"),
+    "init": ("/etc/init.d/rcS", "/etc/init.d/rcK", "/usr/lib/pkgtool-init/bundle"),
     "getty": ("/usr/bin/consoles", "/etc/profile"),
     "sshd": ("/usr/sbin/sshd-start",),
     "udhcpc": ("/usr/share/udhcpc/default.script",),
@@ -164,7 +166,23 @@ def test_shell_scripts_parse_with_the_images_own_busybox(pkgset: PackageSet, arc
 @pytest.mark.parametrize("arch", ARCHES)
 def test_init_has_its_tools(pkgset: PackageSet, arch: str) -> None:
     root = pkgset.rootfs("init", arch)
-    assert ok(run_in(root, "/usr/bin/jq", "-n", "-r", '{"mounts": [1, 2]} | .mounts | length')).strip() == "2"
+    helper = "/usr/lib/pkgtool-init/pkgtool-init"
+    assert os.readlink(root / "init") == helper.lstrip("/")
+    # Static: it runs as PID 1 before anything is mounted, and the image has no libraries.
+    assert not list(root.glob("usr/lib/*/libc.so*"))
+    # The JSON the bundle script reads (runtime.json as US-separated lines; runc's state).
+    (root / "tmp").mkdir(exist_ok=True)
+    (root / "tmp/runtime.json").write_text(json.dumps({
+        "mkdir": ["/run/x"], "interfaces": [], "bindNS": {"net": "/run/netns/a", "ipc": ""},
+        "mounts": [{"destination": "/c/rootfs", "source": "/c/lower", "options": ["bind", "ro"]}],
+    }))
+    lines = ok(run_in(root, helper, "runtime", "/tmp/runtime.json")).splitlines()
+    assert lines == ["mkdir\x1f/run/x", "mount\x1f/c/lower\x1f/c/rootfs\x1f\x1fbind,ro", "bindns\x1fnet\x1f/run/netns/a"]
+    (root / "tmp/state.json").write_text('{"ociVersion": "1.0.2", "pid": 42, "status": "running"}')
+    assert ok(run_in(root, "/bin/sh", "-c", f"{helper} json-get pid </tmp/state.json")).strip() == "42"
+    (root / "tmp/bad.json").write_text('{"mounts": "not a list"}')
+    bad = run_in(root, helper, "runtime", "/tmp/bad.json")
+    assert bad.returncode == 1 and "mounts: expected a list" in bad.stderr
     for applet in ("sbin/init", "sbin/switch_root", "bin/setsid", "sbin/modprobe", "sbin/ip", "bin/mount"):
         assert (root / applet).exists(), applet
     assert os.readlink(root / "sbin") == "usr/sbin" and os.readlink(root / "lib") == "usr/lib"
@@ -294,7 +312,7 @@ onboot:
     image: {p('sysctl')}
   - name: modprobe
     image: {p('modprobe')}
-    command: ["/usr/sbin/modules-load", "dummy"]
+    command: ["/usr/sbin/modules-load", "br_netfilter"]
   - name: marker
     image: {p('getty')}
     command: ["/bin/sh", "-c", "echo PKGTOOL-ONBOOT $(uname -m); exit 3"]
@@ -380,6 +398,7 @@ def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch:
         login = None
         while time.monotonic() < deadline and thread.is_alive():
             login = subprocess.run([*ssh, "echo SSH-IN; ip -4 addr show eth0; cat /etc/resolv.conf; "
+                                    "nsenter -t 1 -m stat -f -c ROOT-IS-%T /; "
                                     "nsenter -t 1 -m -u -i -n -p runc list -q"], capture_output=True, text=True, timeout=60)
             if login.returncode == 0:
                 break
@@ -387,6 +406,8 @@ def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch:
         assert login is not None and login.returncode == 0, login.stderr if login else "VM exited"
         MEASURE["boot_seconds"][f"{arch}/to-ssh-login"] = round(time.monotonic() - start, 1)
         assert "SSH-IN" in login.stdout and "inet 10.0.2.15/24" in login.stdout and "nameserver 10.0.2.3" in login.stdout
+        # /init switched to a root runc can pivot_root out of, and it is the kernel's tmpfs.
+        assert "ROOT-IS-tmpfs" in login.stdout, login.stdout
         assert sorted(login.stdout.split()[-4:]) == ["getty", "poweroff", "rngd", "sshd"], login.stdout
         subprocess.run([*ssh, "poweroff"], capture_output=True, text=True, timeout=60)
     thread.join(timeout=700)
@@ -404,7 +425,7 @@ def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch:
     assert not run_result.timed_out, text[-4000:]
     order = [at(fragment) for fragment in (
         "init: onboot 000-sysctl: exited with status 0",
-        "modules-load: loaded dummy",
+        "modules-load: loaded br_netfilter",
         "init: onboot 001-modprobe: exited with status 0",
         f"PKGTOOL-ONBOOT {UNAME[arch]}",
         "init: onboot 002-marker: exited with status 3",

@@ -154,12 +154,53 @@ def test_modules_exclude_is_parsed_and_part_of_the_tag() -> None:
 
 
 @pytest.mark.parametrize(("modules", "message"), [
-    ("modules: [kernel/sound/*]", r"kernel.yml:\d+: modules: expected a mapping with exclude"),
+    ("modules: [kernel/sound/*]", r"kernel.yml:\d+: modules: expected a mapping with include and/or exclude"),
     ("modules:\n  exclude: kernel/sound/*", r"modules.exclude: expected a list of globs"),
     ("modules:\n  exclude: [/lib/x]", r"modules.exclude\[0\]: expected a glob relative to lib/modules"),
     ("modules:\n  exclude: [kernel/../../etc]", r"modules.exclude\[0\]: expected a glob relative"),
-    ("modules:\n  include: [x]", r"kernel.yml:\d+: modules.include: unknown key \(allowed: exclude\)"),
+    ("modules:\n  include: kernel/fs/*", r"kernel.yml:\d+: modules.include: expected a list of globs"),
+    ("modules:\n  include: []", r"kernel.yml:\d+: modules.include: an empty list would keep no module"),
+    ("modules:\n  include: [x, /abs]", r"kernel.yml:\d+: modules.include\[1\]: expected a glob relative"),
+    ("modules:\n  allow: [x]", r"kernel.yml:\d+: modules.allow: unknown key \(allowed: exclude, include\)"),
 ])
 def test_bad_modules_section_is_a_file_line_error(tmp_path: Path, modules: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_kernel_spec(_with_modules_section(modules + "\n"), REPO / "kernel/bookworm-6.1/kernel.yml")
+
+
+VIRT = REPO / "kernel/bookworm-6.1-virt/kernel.yml"
+
+
+def test_virt_flavour_includes_modules_and_gzips_arm64() -> None:
+    spec = load_kernel_spec(VIRT)
+    full = load_kernel_spec(REPO / "kernel/bookworm-6.1/kernel.yml")
+    assert spec.image != full.image  # one repository per flavour: tags alone could not tell them apart
+    patterns = [g.pattern for g in spec.modules_include]
+    assert "kernel/drivers/net/virtio_net.ko" in patterns and "kernel/fs/overlayfs/overlay.ko" in patterns
+    overlay = spec.modules_include[patterns.index("kernel/fs/overlayfs/overlay.ko")]
+    line = VIRT.read_text().splitlines().index("    - kernel/fs/overlayfs/overlay.ko") + 1
+    assert overlay.where == f"{VIRT}:{line}: modules.include[{patterns.index(overlay.pattern)}]"
+    assert [a.compress for a in spec.arches] == ["", "gzip", ""]
+    assert not spec.arch("amd64").vmlinux
+    # The same .debs as the full flavour: one `pkgtool kernel lock` refresh applies to both.
+    assert [(a.package, a.sha256) for a in spec.arches] == [(a.package, a.sha256) for a in full.arches]
+
+
+def test_include_and_compress_are_part_of_the_tag() -> None:
+    text = VIRT.read_text()
+    spec = parse_kernel_spec(text, VIRT)
+    plain = parse_kernel_spec(text.replace("    compress: gzip\n", ""), VIRT)
+    fewer = parse_kernel_spec(text.replace("    - kernel/fs/ext4/ext4.ko\n", ""), VIRT)
+    assert len({kernel_tag(spec), kernel_tag(plain), kernel_tag(fewer)}) == 3
+
+
+@pytest.mark.parametrize(("arch", "value", "message"), [
+    ("amd64", "gzip", r"arches.amd64.compress: only for arm64: a bzImage and an s390 image already"),
+    ("arm64", "xz", r"arches.arm64.compress: expected one of: gzip"),
+])
+def test_bad_compress_is_a_file_line_error(arch: str, value: str, message: str) -> None:
+    text = VIRT.read_text().replace("    compress: gzip\n", "")
+    entry = f"  {arch}:\n"
+    text = text.replace(entry, f"{entry}    compress: {value}\n", 1)
+    with pytest.raises(UsageError, match=r"kernel.yml:\d+: " + message):
+        parse_kernel_spec(text, VIRT)
