@@ -46,18 +46,23 @@ def test_concurrent_builds_and_a_killed_build_leave_a_trustworthy_cache(pkgset: 
 
     # A cold build killed while it writes segments leaves nothing a later build uses.
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_build_cmd(pkgset, killed, tmp_path / "dead"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    # (gzip: slower than the default zstd, so the kill lands while segments are written)
+    proc = subprocess.Popen([*_build_cmd(pkgset, killed, tmp_path / "dead"), "--initrd-compression", "gzip"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
         if line.startswith("pkgtool: compressing"):
-            time.sleep(0.5)  # mid-way through writing a segment
+            time.sleep(0.2)  # mid-way through writing a segment
             break
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL
     assert layout_gc.verify(Layout(killed)) == []
     assert not (tmp_path / "dead").exists() or not [p for p in (tmp_path / "dead").iterdir()
                                                       if not p.name.startswith(".pkgtool-tmp")]
-    done = subprocess.run(_build_cmd(pkgset, killed, tmp_path / "after"), capture_output=True, text=True, timeout=900)
+    done = subprocess.run([*_build_cmd(pkgset, killed, tmp_path / "after"), "--initrd-compression", "gzip"],
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
-    assert _initrd(tmp_path / "after") == _initrd(reference)
+    fresh = subprocess.run([*_build_cmd(pkgset, tmp_path / "fresh-cache", tmp_path / "fresh"), "--initrd-compression",
+                            "gzip"], capture_output=True, text=True, timeout=900)
+    assert fresh.returncode == 0, fresh.stderr
+    assert _initrd(tmp_path / "after") == _initrd(tmp_path / "fresh")
