@@ -37,7 +37,7 @@ from pkgtool.errors import PkgtoolError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
 from pkgtool.oci.reference import Reference
-from pkgtool.streams import chunk_file
+from pkgtool.streams import chunk_file, prefetched
 
 if TYPE_CHECKING:
     from pkgtool.oci.source import ImageSource
@@ -321,8 +321,12 @@ class Layer:
         return self.source.blob(self.ref, self.descriptor)
 
     def uncompressed(self) -> BinaryIO:
-        """The layer's tar; reading it to the end verifies the blob's digest and the diff_id."""
-        return chunk_file(self._checked_chunks(), buffer_size=CHUNK)
+        """The layer's tar; reading it to the end verifies the blob's digest and the diff_id.
+
+        Reading, decompressing and hashing run in a thread of their own (they release the
+        GIL), so they overlap with whatever the reader does with the tar.
+        """
+        return chunk_file(prefetched(self._checked_chunks()), buffer_size=CHUNK)
 
     def _checked_chunks(self) -> Iterator[bytes]:
         with self.compressed() as raw:
