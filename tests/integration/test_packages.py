@@ -369,7 +369,8 @@ def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch:
     configures eth0, a bindNS namespace is joined by a later container, a runtime.json the
     init cannot honour is refused, sshd logs a key in (amd64: through a forwarded port), and
     the machine powers off through init, running the onshutdown container first."""
-    from pkgtool.assemble.image_build import build_image, default_client_factory
+    from pkgtool.assemble.image_build import build_image
+    from pkgtool.oci.registry import RegistryClient
     from pkgtool.run.qemu import VMConfig, boot, find_media
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
@@ -379,7 +380,7 @@ def test_the_set_boots(pkgset: PackageSet, kernel_ref: str, registry: str, arch:
     yml.write_text(boot_yaml(pkgset, kernel_ref, arch, authorized_key=key, poweroff_after=400 if interactive else 60))
     start = time.monotonic()
     build_image([yml], formats=["kernel+initrd"], arch=arch, out_dir=tmp_path / "out", cache=tmp_path / "cache",
-                registry_client_factory=default_client_factory(registry))
+                registry_client_factory=lambda: RegistryClient(registry))
     MEASURE["boot_seconds"][f"{arch}/image-build"] = round(time.monotonic() - start, 1)
     port = free_port()
     vm = VMConfig(arch=arch, mem_mib=BOOT_MEM_MIB, networking=True, publish=((port, 22),) if interactive else ())
