@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
+
+from pkgtool.console import line_printer
 
 _DEFAULT_RECIPE = "pkg/base/base.yml"
 
@@ -47,8 +48,7 @@ def _usage() -> int:
     raise UsageError("pkgtool base: missing subcommand (build, lock or show-tag)")
 
 
-def _log(message: str) -> None:
-    print(f"base: {message}", file=sys.stderr, flush=True)
+_log = line_printer("base")
 
 
 def cmd_show_tag(args: argparse.Namespace) -> int:

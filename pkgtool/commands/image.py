@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -87,11 +86,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from pkgtool import settings
     from pkgtool.assemble.image_build import build_image
+    from pkgtool.console import line_printer
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
 
-    def progress(message: str) -> None:
-        print(f"pkgtool: {message}", file=sys.stderr)
+    progress = line_printer("pkgtool")
 
     if args.verify:
         _verify_images(args, progress=progress)

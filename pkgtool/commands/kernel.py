@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Any
 
+from pkgtool.console import line_printer
+
 _FROM_SOURCE_HELP = (
     "compile the kernel instead: Debian's linux-source package (kernel.yml `source:`), "
     "allnoconfig plus the per-arch Kconfig fragments, Debian's cross compilers; installs "
@@ -87,8 +89,7 @@ def _spec_path(text: str) -> Any:
     return path / "kernel.yml" if path.is_dir() else path
 
 
-def _log(message: str) -> None:
-    print(f"kernel: {message}", file=sys.stderr, flush=True)
+_log = line_printer("kernel")
 
 
 def cmd_show_tag(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -34,6 +33,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pkgtool import settings
+    from pkgtool.console import line_printer
     from pkgtool.oci.layout import Layout
     from pkgtool.oci.registry import RegistryClient
     from pkgtool.sign.publish import sign_reference, signer_for
@@ -43,7 +43,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     with RegistryClient(settings.registry(args.registry)) as client:
         report = sign_reference(
             client, args.reference, signer=signer, layout_cache=cache if cache.exists() else None,
-            sbom=not args.no_sbom, progress=lambda message: print(f"pkgtool: {message}", file=sys.stderr),
+            sbom=not args.no_sbom, progress=line_printer("pkgtool"),
         )
     if args.output == "json":
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
