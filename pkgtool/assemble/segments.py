@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pkgtool.assemble.artifacts import ArtifactCache, StoredFile, cache_key
-from pkgtool.assemble.cpio import compressor, write_cpio
+from pkgtool.assemble.cpio import compressor, initrd_level, write_cpio
 from pkgtool.assemble.units import Progress, Unit
 from pkgtool.errors import PkgtoolError
-from pkgtool.oci.compress import GZIP_BLOCK_SIZE, GZIP_LEVEL, ZSTD_LEVEL
+from pkgtool.oci.compress import GZIP_BLOCK_SIZE
 from pkgtool.oci.descriptor import Descriptor
 from pkgtool.oci.filetree import Inode, Kind, SpillStore, Tree
 
@@ -66,7 +66,9 @@ def _segment_media(compression: str) -> str:
 
 
 def _level(compression: str) -> dict[str, int]:
-    return {"level": GZIP_LEVEL, "block": GZIP_BLOCK_SIZE} if compression == "gzip" else {"level": ZSTD_LEVEL}
+    if compression == "gzip":
+        return {"level": initrd_level("gzip"), "block": GZIP_BLOCK_SIZE}
+    return {"level": initrd_level(compression)}
 
 
 def _paths_of(tree: Tree) -> tuple[set[str], set[str]]:

@@ -155,17 +155,18 @@ class DeterministicCompressor:
     """A write-only stream that compresses into ``out`` with fixed parameters.
 
     ``close()`` must be called to write the trailer; it does not close ``out``.
-    ``workers`` only changes speed, never the bytes.
+    ``workers`` only changes speed, never the bytes.  ``level`` defaults to the layers' level
+    (:data:`GZIP_LEVEL`, :data:`ZSTD_LEVEL`), which layer digests depend on.
     """
 
     def __init__(self, out: Writable, *, compression: Compression = "gzip",
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, level: int | None = None) -> None:
         n = workers if workers is not None else min(8, os.cpu_count() or 1)
         self._inner: _GzipWriter | _ZstdWriter
         if compression == "gzip":
-            self._inner = _GzipWriter(out, level=GZIP_LEVEL, workers=n)
+            self._inner = _GzipWriter(out, level=GZIP_LEVEL if level is None else level, workers=n)
         elif compression == "zstd":
-            self._inner = _ZstdWriter(out, level=ZSTD_LEVEL, workers=n)
+            self._inner = _ZstdWriter(out, level=ZSTD_LEVEL if level is None else level, workers=n)
         else:
             raise PkgtoolError(f"unknown layer compression {compression!r}: expected gzip or zstd")
 
