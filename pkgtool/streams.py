@@ -11,13 +11,15 @@ import io
 import queue
 import threading
 from collections.abc import Iterator
+from typing import IO, Any
 
 
 class ChunkReader(io.RawIOBase):
     """``read()`` over ``chunks``; closing it closes the iterator (ending its download)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._buffer = chunks, b""
+        # A view, so that handing out part of a chunk never copies the rest of it.
+        self._chunks, self._buffer = chunks, memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -27,7 +29,7 @@ class ChunkReader(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
-            self._buffer = chunk
+            self._buffer = memoryview(chunk)
         n = min(len(buffer), len(self._buffer))
         buffer[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
@@ -38,6 +40,52 @@ class ChunkReader(io.RawIOBase):
         if close is not None:
             close()
         super().close()
+
+
+class ForwardReader(io.RawIOBase):
+    """A one-pass stream that tells its position and seeks forward by reading.
+
+    ``tarfile``'s stream mode (``r|``) buffers through ``bytes`` joins and slices that copy
+    every byte two or three times; its random-access mode (``r:``) reads headers and data with
+    plain reads, but wants ``tell`` and ``seek``.  A tar read in order only ever seeks forward,
+    so that is all this offers: a backward seek (a hostile header with a negative size) is
+    :class:`io.UnsupportedOperation`.
+    """
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        super().__init__()
+        self._inner, self._position = inner, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
+        self._position += n
+        return int(n)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._position
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("a one-pass stream cannot seek from its end")
+        if offset < self._position:
+            raise io.UnsupportedOperation(f"a one-pass stream cannot seek back from {self._position} to {offset}")
+        while self._position < offset:
+            skipped = self._inner.read(min(_SKIP_CHUNK, offset - self._position))
+            if not skipped:
+                break  # like a file: seeking past the end is allowed, reading there gives b""
+            self._position += len(skipped)
+        return self._position
+
+
+_SKIP_CHUNK = 1 << 20
 
 
 def chunk_file(chunks: Iterator[bytes], *, buffer_size: int = 1 << 20) -> io.BufferedReader:

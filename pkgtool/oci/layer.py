@@ -31,13 +31,13 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, cast, runtime_checkable
 
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci import mediatypes
 from pkgtool.oci.descriptor import Descriptor
 from pkgtool.oci.reference import Reference
-from pkgtool.streams import chunk_file, prefetched
+from pkgtool.streams import ForwardReader, chunk_file, prefetched
 
 if TYPE_CHECKING:
     from pkgtool.oci.source import ImageSource
@@ -251,7 +251,11 @@ class LayerEntry:
     _archive: tarfile.TarFile | None = field(default=None, repr=False)
 
     def open(self) -> IO[bytes]:
+        """The data of a regular file entry, readable until the next entry is read."""
         assert self._archive is not None
+        if not self.info.isreg():
+            # tarfile would open a hard link's target, an earlier entry of a one-pass stream.
+            raise LayerError(f"{self.what}: not a regular file: it has no data to read")
         reader = self._archive.extractfile(self.info)
         if reader is None:
             raise LayerError(f"{self.what}: has no data to read")
@@ -271,12 +275,9 @@ class _GuardedReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         try:
-            data = self._inner.read(len(buffer))
-        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            return int(self._inner.readinto(buffer))  # type: ignore[attr-defined]
+        except (tarfile.TarError, EOFError, zlib.error, io.UnsupportedOperation) as exc:
             raise LayerError(f"{self._what}: the layer's data breaks off ({exc})") from None
-        view = memoryview(buffer).cast("B")
-        view[:len(data)] = data
-        return len(data)
 
 
 @dataclass(frozen=True)
@@ -369,14 +370,16 @@ def read_entries(stream: IO[bytes], *, what: str, limits: LayerLimits = DEFAULT_
     """
     count = 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|", tarinfo=bounded_tarinfo(limits),
-                          encoding="utf-8", errors="surrogateescape") as archive:
+        # Random-access mode over a forward-only stream: a third of the CPU of "r|" (see
+        # ForwardReader); entries are still read strictly in order, each before the next.
+        with tarfile.open(fileobj=cast(IO[bytes], ForwardReader(stream)), mode="r:",
+                          tarinfo=bounded_tarinfo(limits), encoding="utf-8", errors="surrogateescape") as archive:
             for info in archive:
                 count += 1
                 if count > limits.max_entries:
                     raise LayerError(f"{what}: more than {limits.max_entries} entries")
                 yield _entry(info, archive, what=what, limits=limits)
-    except (tarfile.TarError, EOFError) as exc:
+    except (tarfile.TarError, EOFError, io.UnsupportedOperation) as exc:
         raise LayerError(f"{what}: not a readable tar layer: {exc}") from None
     # The tar ends before the stream does (padding): read on to the checks at its end.
     while stream.read(CHUNK):

@@ -174,3 +174,33 @@ def test_a_tree_as_deep_as_paths_allow_walks_without_recursion() -> None:
         assert len(paths) == 2041 and paths[-1] == deep
         tree.apply_layer(make_layer(tar(("d/.wh..wh..opq", b""))), number=2)
         assert [p for p, i, _ in tree.walk()] == ["d"] and tree.get("d").kind is Kind.DIR  # type: ignore[union-attr]
+
+
+def _with_size_field(data: bytes, member: int, field: bytes) -> bytes:
+    """``data`` with the 12-byte size field of the ``member``-th header (0-based, one 512-byte
+    data block each) replaced and the header checksum recomputed."""
+    start = member * 1024
+    header = bytearray(data[start:start + 512])
+    header[124:136] = field
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return data[:start] + bytes(header) + data[start + 512:]
+
+
+def test_a_negative_size_in_a_header_is_one_line_not_a_seek_backwards() -> None:
+    plain = tar(("a", b"x" * 100), ("b", b"y" * 100))
+    # Base-256 size field: the high bit set, then a big-endian two's complement: -4096 bytes.
+    hostile = _with_size_field(plain, 0, b"\xff" * 10 + (-4096 & 0xFFFF).to_bytes(2, "big"))
+    with pytest.raises(LayerError, match=r"img: layer 1: not a readable tar layer"):
+        list(make_layer(hostile).entries())
+
+
+def test_entries_are_read_in_one_pass_and_a_hard_link_has_no_data_of_its_own() -> None:
+    entries = list(make_layer(tar(("a", b"x" * 3000), hardlink("b", "a"), ("c", b"z" * 10))).entries())
+    assert [e.path for e in entries] == ["a", "b", "c"]
+    with pytest.raises(LayerError, match="'b'.*not a regular file"):
+        entries[1].open()
+    # Skipping a file's data (never opened) is a forward seek of the one-pass stream.
+    with Tree() as tree:
+        tree.apply_layer(make_layer(tar(("a", b"x" * 3000), ("c", b"z" * 10))), number=1)
+        assert tree.read("c") == b"z" * 10 and tree.read("a") == b"x" * 3000
