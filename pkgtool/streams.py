@@ -96,7 +96,7 @@ def chunk_file(chunks: Iterator[bytes], *, buffer_size: int = 1 << 20) -> io.Buf
 _END = object()
 
 
-def prefetched(chunks: Iterator[bytes], *, depth: int = 8) -> Iterator[bytes]:
+def prefetched(chunks: Iterator[bytes], *, depth: int = 3) -> Iterator[bytes]:
     """``chunks``, produced by a thread of their own up to ``depth`` chunks ahead.
 
     A layer's chunks come from reading a blob, hashing it, decompressing it and hashing the

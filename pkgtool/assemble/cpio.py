@@ -123,6 +123,9 @@ def _entry(path: str, inode: Inode, nlink: int, ino: int, mtime: int, with_data:
 # The initrd is compressed on every cold build and unpacked at the same speed whatever the
 # level.  zstd keeps the layers' level 3.
 INITRD_GZIP_LEVEL = 5
+# zstd jobs of 4 MiB, not the default 8 MiB (4x the level-3 window): the compressor's memory
+# falls from 57 to 32 MB for an initrd 0.2% larger and 4% slower to write (the same cpio).
+INITRD_ZSTD_JOB_SIZE = 4 * 1024 * 1024
 
 
 def initrd_level(kind: str) -> int:
@@ -148,7 +151,8 @@ def compressor(out: IO[bytes], kind: str = "gzip") -> Iterator[IO[bytes]]:
         raise UsageError(f"unknown compression {kind!r} (gzip, zstd or none)")
     from pkgtool.oci.compress import DeterministicCompressor
 
-    stream = DeterministicCompressor(out, compression="gzip" if kind == "gzip" else "zstd", level=initrd_level(kind))
+    stream = DeterministicCompressor(out, compression="gzip" if kind == "gzip" else "zstd", level=initrd_level(kind),
+                                     zstd_job_size=INITRD_ZSTD_JOB_SIZE)
     try:
         yield cast(IO[bytes], stream)
     except BaseException:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pkgtool.assemble.artifacts import ArtifactCache, StoredFile, cache_key
-from pkgtool.assemble.cpio import compressor, initrd_level, write_cpio
+from pkgtool.assemble.cpio import INITRD_ZSTD_JOB_SIZE, compressor, initrd_level, write_cpio
 from pkgtool.assemble.units import Progress, Unit
 from pkgtool.errors import PkgtoolError
 from pkgtool.oci.compress import GZIP_BLOCK_SIZE
@@ -68,7 +68,7 @@ def _segment_media(compression: str) -> str:
 def _level(compression: str) -> dict[str, int]:
     if compression == "gzip":
         return {"level": initrd_level("gzip"), "block": GZIP_BLOCK_SIZE}
-    return {"level": initrd_level(compression)}
+    return {"level": initrd_level(compression), "job": INITRD_ZSTD_JOB_SIZE}
 
 
 def _paths_of(tree: Tree) -> tuple[set[str], set[str]]:

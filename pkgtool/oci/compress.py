@@ -132,12 +132,15 @@ class _GzipWriter:
 
 
 class _ZstdWriter:
-    def __init__(self, out: Writable, *, level: int, workers: int) -> None:
+    def __init__(self, out: Writable, *, level: int, workers: int, job_size: int | None = None) -> None:
         import zstandard
 
-        compressor = zstandard.ZstdCompressor(
-            level=level, threads=max(1, workers), write_checksum=True, write_content_size=False
+        # Always zstd's multi-threaded mode (threads >= 1): its bytes depend on the job size,
+        # never on the number of threads, where the single-threaded mode's would differ.
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=max(1, workers), job_size=job_size or 0, write_checksum=True, write_content_size=False
         )
+        compressor = zstandard.ZstdCompressor(compression_params=params)
         self._writer: Any = compressor.stream_writer(cast(Any, out), closefd=False)
 
     def write(self, data: bytes, /) -> int:
@@ -155,18 +158,20 @@ class DeterministicCompressor:
     """A write-only stream that compresses into ``out`` with fixed parameters.
 
     ``close()`` must be called to write the trailer; it does not close ``out``.
-    ``workers`` only changes speed, never the bytes.  ``level`` defaults to the layers' level
-    (:data:`GZIP_LEVEL`, :data:`ZSTD_LEVEL`), which layer digests depend on.
+    ``workers`` only changes speed, never the bytes.  ``level`` and ``zstd_job_size`` (bytes
+    per zstd job; 0: zstd's default, 4x the window) default to the layers' values, which layer
+    digests depend on.
     """
 
     def __init__(self, out: Writable, *, compression: Compression = "gzip",
-                 workers: int | None = None, level: int | None = None) -> None:
+                 workers: int | None = None, level: int | None = None, zstd_job_size: int = 0) -> None:
         n = workers if workers is not None else min(8, os.cpu_count() or 1)
         self._inner: _GzipWriter | _ZstdWriter
         if compression == "gzip":
             self._inner = _GzipWriter(out, level=GZIP_LEVEL if level is None else level, workers=n)
         elif compression == "zstd":
-            self._inner = _ZstdWriter(out, level=ZSTD_LEVEL if level is None else level, workers=n)
+            self._inner = _ZstdWriter(out, level=ZSTD_LEVEL if level is None else level, workers=n,
+                                      job_size=zstd_job_size)
         else:
             raise PkgtoolError(f"unknown layer compression {compression!r}: expected gzip or zstd")
 
