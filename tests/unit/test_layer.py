@@ -198,7 +198,7 @@ def test_a_negative_size_in_a_header_is_one_line_not_a_seek_backwards() -> None:
 def test_entries_are_read_in_one_pass_and_a_hard_link_has_no_data_of_its_own() -> None:
     entries = list(make_layer(tar(("a", b"x" * 3000), hardlink("b", "a"), ("c", b"z" * 10))).entries())
     assert [e.path for e in entries] == ["a", "b", "c"]
-    with pytest.raises(LayerError, match="'b'.*not a regular file"):
+    with pytest.raises(LayerError, match=r"'b'.*not a regular file"):
         entries[1].open()
     # Skipping a file's data (never opened) is a forward seek of the one-pass stream.
     with Tree() as tree:
