@@ -37,6 +37,9 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 AAVMF = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
 _XZ_MAGIC = b"\xfd7zXZ\x00"
+# QEMU's block driver for each disk image suffix `pkgtool image build` writes (a fixed VHD is
+# raw data plus a footer, which QEMU's probing would take for raw: the driver is named).
+DISK_FORMATS = {".img": "raw", ".raw": "raw", ".qcow2": "qcow2", ".vhd": "vpc", ".vmdk": "vmdk"}
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,10 @@ def find_media(path: Path, *, iso: bool = False, uefi: bool = False) -> Media:
     if path.is_file():
         if path.suffix == ".iso":
             return Media(iso=path)
-        if path.suffix in (".img", ".qcow2", ".raw"):
+        if path.suffix in DISK_FORMATS:
             return Media(disk=path)
-        raise UsageError(f"{path}: not an .iso, .img or .qcow2 file; give the output prefix (e.g. out/NAME) for kernel+initrd")
+        raise UsageError(f"{path}: not an .iso or a disk image ({', '.join(DISK_FORMATS)}); "
+                         "give the output prefix (e.g. out/NAME) for kernel+initrd")
     base = path.parent / path.name
     if iso:
         candidate = base.parent / f"{base.name}{'-efi' if uefi else ''}.iso"
@@ -150,7 +154,7 @@ def qemu_command(media: Media, vm: VMConfig, *, kernel: Path | None = None, vars
         cmd += ["-cdrom", str(media.iso)]
     else:
         assert media.disk is not None
-        fmt = "qcow2" if media.disk.suffix == ".qcow2" else "raw"
+        fmt = DISK_FORMATS.get(media.disk.suffix, "raw")
         # snapshot=on: the VM's writes never change the built (reproducible) image.
         cmd += ["-drive", f"file={media.disk},format={fmt},if=virtio,snapshot=on"]
     if vm.networking:
