@@ -38,7 +38,7 @@ READER = (
     'echo "CONFIG-TREE $(cd /run/config && find . | sort | tr "\\n" " ")"; '
     'if [ -e /run/escaped ]; then echo CONFIG-ESCAPED; else echo CONFIG-CONTAINED; fi; '
     "echo CONFIG-DONE"
-)
+)  # a service's own output goes to /var/log/reader.log: this one writes to the console
 
 
 def _yaml(pkgset: PackageSet, kernel: str) -> str:
@@ -56,7 +56,7 @@ services:
   - name: reader
     image: {p('getty')}
     binds: ["/run:/run:ro", "/dev/console:/dev/console"]
-    command: ["/bin/sh", "-c", {json.dumps(READER + ' >/dev/console 2>&1')}]
+    command: ["/bin/sh", "-c", {json.dumps('{ ' + READER + '; } >/dev/console 2>&1')}]
 """
 
 
