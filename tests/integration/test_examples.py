@@ -110,7 +110,7 @@ def _free_port() -> int:
 # every capability and fails; this grants all but that one.
 PRIVILEGED_BUT_SYS_RESOURCE = {
     "cap_add": ["ALL"], "cap_drop": ["SYS_RESOURCE"], "device_cgroup_rules": ["a *:* rwm"],
-    "security_opt": ["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
 }
 
 
