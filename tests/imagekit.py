@@ -220,3 +220,28 @@ def minimal_yaml(layout: Layout, arch: str, *, marker: str, repo: str = "127.0.0
         f"init:\n  - {init_ref}\n"
         f"onboot:\n  - name: marker\n    image: {onboot_ref}\n"
     )
+
+
+def push_image(registry: str, repository: str, tag: str, layers: Sequence[bytes], *, arch: str,
+               config: dict[str, object] | None = None) -> str:
+    """Push a one-platform image (an OCI index over one manifest) to ``registry``; returns
+    ``REGISTRY/REPOSITORY:TAG``.  Blobs first, then the manifest by digest, then the index."""
+    from pkgtool.oci.registry import RegistryClient
+
+    blobs, index = image_blobs(layers, arch=arch, config=config)
+    manifests = {index.digest}
+    index_doc = json.loads(blobs[index.digest])
+    manifests |= {m["digest"] for m in index_doc["manifests"]}
+    with RegistryClient(registry) as client:
+        for digest, data in blobs.items():
+            if digest not in manifests:
+                client.push_blob_bytes(repository, data)
+        for entry in index_doc["manifests"]:
+            client.put_manifest(repository, entry["digest"], blobs[entry["digest"]], mediatypes.OCI_MANIFEST)
+        client.put_manifest(repository, tag, blobs[index.digest], mediatypes.OCI_INDEX)
+    return f"{registry}/{repository}:{tag}"
+
+
+def busybox_image_layer(arch: str) -> bytes:
+    """A layer with a static busybox as /bin/busybox and /bin/sh: enough for `docker run`."""
+    return busybox_layer(arch, [("bin/sh", "symlink", "busybox", 0o777), ("tmp", "dir", None, 0o1777)])

@@ -10,6 +10,7 @@ names pax headers ``././@PaxHeader`` with zero mode and mtime, so they are stabl
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Callable
 from typing import IO
 
 from pkgtool.assemble.cpio import symlink_safe_mode
@@ -26,11 +27,14 @@ _TYPES = {
 }
 
 
-def write_tar(tree: Tree, out: IO[bytes], *, mtime: int) -> None:
-    """Write ``tree`` to ``out`` as a pax tar (``out`` stays open)."""
+def write_tar(tree: Tree, out: IO[bytes], *, mtime: int, skip: Callable[[str], bool] | None = None) -> None:
+    """Write ``tree`` to ``out`` as a pax tar (``out`` stays open), without the paths ``skip``
+    names (a skipped directory's entries are the caller's to skip too)."""
     first_path: dict[int, str] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape") as archive:
         for path, inode, _nlink in tree.walk():
+            if skip is not None and skip(path):
+                continue
             info = _info(path, inode, mtime)
             reader = None
             if inode.kind is Kind.FILE:

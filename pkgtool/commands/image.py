@@ -7,12 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pkgtool.arches import ARCHES
+from pkgtool.assemble.formats.catalog import FORMAT_NAMES
 from pkgtool.commands.verify import add_trust_arguments
-
-_FORMATS = (
-    "kernel+initrd", "tar", "tar-kernel-initrd", "kernel+squashfs", "iso-bios", "iso-efi",
-    "raw-bios", "raw-efi", "qcow2-bios", "qcow2-efi",
-)
 
 if TYPE_CHECKING:
     from pkgtool.oci.registry import RegistryClient
@@ -27,9 +23,10 @@ def register(sub: Any) -> None:
         "build", help="build the outputs of one or more image YAML files (merged in order)",
         description="Every output is reproducible: timestamps come from SOURCE_DATE_EPOCH (default 0).",
     )
-    build.add_argument("files", nargs="+", metavar="FILE.yml")
+    build.add_argument("files", nargs="*", metavar="FILE.yml")
     build.add_argument("--format", default="kernel+initrd", metavar="F1,F2",
-                       help=f"comma-separated output formats (default kernel+initrd): {', '.join(_FORMATS)}")
+                       help=f"comma-separated output formats (default kernel+initrd; `--format help` describes "
+                       f"each): {', '.join(FORMAT_NAMES)}")
     build.add_argument("--arch", default="amd64", choices=ARCHES)
     build.add_argument("--dir", default=".", metavar="OUT", help="output directory (default: .)")
     build.add_argument("--name", default=None, help="output name prefix (default: first YAML's name)")
@@ -89,6 +86,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pkgtool.console import line_printer
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    if "help" in formats:
+        from pkgtool.assemble.formats.catalog import help_text
+
+        print(help_text())
+        return 0
+    if not args.files:
+        from pkgtool.errors import UsageError
+
+        raise UsageError("image build: give one or more image YAML files (or --format help)")
 
     progress = line_printer("pkgtool")
 

@@ -24,19 +24,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from pkgtool.arches import ARCHES
 from pkgtool.errors import PkgtoolError, UsageError
+from pkgtool.run.disks import DiskSpec
 
 BINARY = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64", "s390x": "qemu-system-s390x"}
 PACKAGE = {"amd64": "qemu-system-x86", "arm64": "qemu-system-arm", "s390x": "qemu-system-misc"}
 CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0", "s390x": "ttysclp0"}
 NET_DEVICE = {"amd64": "virtio-net-pci", "arm64": "virtio-net-pci", "s390x": "virtio-net-ccw"}
+SCSI_CONTROLLER = {"amd64": "virtio-scsi-pci", "arm64": "virtio-scsi-pci", "s390x": "virtio-scsi-ccw"}
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 AAVMF = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
 _XZ_MAGIC = b"\xfd7zXZ\x00"
+# QEMU's block driver for each disk image suffix `pkgtool image build` writes (a fixed VHD is
+# raw data plus a footer, which QEMU's probing would take for raw: the driver is named).
+DISK_FORMATS = {".img": "raw", ".raw": "raw", ".qcow2": "qcow2", ".vhd": "vpc", ".vmdk": "vmdk"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class VMConfig:
     uefi: bool = False
     publish: tuple[tuple[int, int], ...] = ()  # (host port, guest port)
     networking: bool = True
+    disks: tuple[DiskSpec, ...] = ()  # data disks, after the boot disk (vdb, ... or vda, ...)
+    cdrom: Path | None = None  # the user-data CD-ROM (pkgtool.run.cidata), as SCSI
     extra: tuple[str, ...] = field(default=())
 
 
@@ -86,9 +93,10 @@ def find_media(path: Path, *, iso: bool = False, uefi: bool = False) -> Media:
     if path.is_file():
         if path.suffix == ".iso":
             return Media(iso=path)
-        if path.suffix in (".img", ".qcow2", ".raw"):
+        if path.suffix in DISK_FORMATS:
             return Media(disk=path)
-        raise UsageError(f"{path}: not an .iso, .img or .qcow2 file; give the output prefix (e.g. out/NAME) for kernel+initrd")
+        raise UsageError(f"{path}: not an .iso or a disk image ({', '.join(DISK_FORMATS)}); "
+                         "give the output prefix (e.g. out/NAME) for kernel+initrd")
     base = path.parent / path.name
     if iso:
         candidate = base.parent / f"{base.name}{'-efi' if uefi else ''}.iso"
@@ -150,11 +158,20 @@ def qemu_command(media: Media, vm: VMConfig, *, kernel: Path | None = None, vars
         cmd += ["-cdrom", str(media.iso)]
     else:
         assert media.disk is not None
-        fmt = "qcow2" if media.disk.suffix == ".qcow2" else "raw"
+        fmt = DISK_FORMATS.get(media.disk.suffix, "raw")
         # snapshot=on: the VM's writes never change the built (reproducible) image.
         cmd += ["-drive", f"file={media.disk},format={fmt},if=virtio,snapshot=on"]
+    for disk in vm.disks:
+        cmd += ["-drive", f"file={disk.path},format={disk.driver},if=virtio"]
+    if vm.cdrom is not None:
+        # A SCSI CD-ROM (sr0) on a virtio-scsi controller: the virtio drivers every arch has.
+        cmd += ["-device", f"{SCSI_CONTROLLER[vm.arch]},id=cidata-scsi",
+                "-drive", f"if=none,id=cidata,file={vm.cdrom},format=raw,media=cdrom,readonly=on",
+                "-device", "scsi-cd,drive=cidata,bus=cidata-scsi.0"]
     if vm.networking:
-        forwards = "".join(f",hostfwd=tcp::{h}-:{g}" for h, g in vm.publish)
+        # Forwards listen on the host's loopback only: a VM's services (an unauthenticated
+        # dockerd among them) are for this host, never for its network.
+        forwards = "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in vm.publish)
         cmd += ["-netdev", f"user,id=n0{forwards}", "-device", f"{NET_DEVICE[vm.arch]},netdev=n0"]
     else:
         cmd += ["-nic", "none"]
@@ -170,6 +187,14 @@ def firmware_check(vm: VMConfig) -> None:
         raise PkgtoolError(f"UEFI boot needs {AAVMF}: apt-get install qemu-efi-aarch64")
 
 
+class Sink(Protocol):
+    """Where a VM's console goes: a binary file, or anything that writes and flushes bytes."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 @dataclass(frozen=True)
 class RunResult:
     returncode: int | None  # None: stopped at the timeout
@@ -183,11 +208,17 @@ class RunResult:
         return self.output.decode("utf-8", "replace").replace("\r", "")
 
 
-def run_vm(cmd: Sequence[str], *, timeout: float | None, capture: bool = False, sink: BinaryIO | None = None,
-           stop_marker: bytes | None = None) -> RunResult:
-    """Run QEMU; stop it at ``timeout`` seconds (or once ``stop_marker`` was printed)."""
+def run_vm(cmd: Sequence[str], *, timeout: float | None, capture: bool = False, sink: Sink | None = None,
+           stop_marker: bytes | None = None, keep_stdin: bool = False) -> RunResult:
+    """Run QEMU; stop it at ``timeout`` seconds (or once ``stop_marker`` was printed).
+
+    The console goes to ``sink`` and, with ``capture``, into the result; else to stdout.
+    ``keep_stdin`` leaves QEMU this process's stdin (the console's input) while its output
+    goes to ``sink``, as ``run qemu --state`` does to keep a log of an interactive console.
+    """
     stdout = subprocess.PIPE if capture or sink is not None or stop_marker else None
-    proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL if stdout else None, stdout=stdout, stderr=subprocess.STDOUT if stdout else None)
+    stdin = subprocess.DEVNULL if stdout and not keep_stdin else None
+    proc = subprocess.Popen(list(cmd), stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT if stdout else None)
     deadline = None if timeout is None else time.monotonic() + timeout
     chunks: list[bytes] = []
     try:
@@ -211,7 +242,8 @@ def run_vm(cmd: Sequence[str], *, timeout: float | None, capture: bool = False, 
             data = proc.stdout.read1(65536)  # type: ignore[attr-defined]
             if not data:
                 return RunResult(proc.wait(), b"".join(chunks))
-            chunks.append(data)
+            if capture or stop_marker is not None:
+                chunks.append(data)
             if sink is not None:
                 sink.write(data)
                 sink.flush()
@@ -230,7 +262,8 @@ def run_vm(cmd: Sequence[str], *, timeout: float | None, capture: bool = False, 
 
 
 def boot(media: Media, vm: VMConfig, *, work: Path, timeout: float | None, capture: bool = False,
-         sink: BinaryIO | None = None, stop_marker: bytes | None = None, pvh: bool = True) -> RunResult:
+         sink: Sink | None = None, stop_marker: bytes | None = None, pvh: bool = True,
+         keep_stdin: bool = False) -> RunResult:
     """Prepare firmware and kernel, then run the VM (see :func:`run_vm`)."""
     firmware_check(vm)
     kernel = None
@@ -242,6 +275,6 @@ def boot(media: Media, vm: VMConfig, *, work: Path, timeout: float | None, captu
         vars_file = work / "OVMF_VARS.fd"
         shutil.copyfile(OVMF_VARS, vars_file)
     cmd = qemu_command(media, vm, kernel=kernel, vars_file=vars_file)
-    if sink is None and not capture and stop_marker is None:
+    if not capture and stop_marker is None:
         print(f"pkgtool: {' '.join(cmd)}", file=sys.stderr)
-    return run_vm(cmd, timeout=timeout, capture=capture, sink=sink, stop_marker=stop_marker)
+    return run_vm(cmd, timeout=timeout, capture=capture, sink=sink, stop_marker=stop_marker, keep_stdin=keep_stdin)

@@ -33,7 +33,8 @@ from pkgtool.oci.registry import RegistryClient
 
 pytestmark = pytest.mark.integration
 
-PACKAGES = ("containerd", "getty", "init", "modprobe", "poweroff", "rngd", "runc", "sshd", "sysctl", "udhcpc")
+PACKAGES = ("containerd", "dockerd", "format", "getty", "init", "metadata", "modprobe", "mount", "poweroff", "rngd",
+            "runc", "sshd", "sysctl", "udhcpc")
 # ELF e_machine and the data encoding byte (1 little, 2 big endian) of each arch.
 ELF_MACHINE = {"amd64": (62, 1), "arm64": (183, 1), "s390x": (22, 2)}
 UNAME = {"amd64": "x86_64", "arm64": "aarch64", "s390x": "s390x"}
@@ -129,7 +130,9 @@ def test_sbom_hook_lists_each_debian_package_with_version_and_license(pkgset: Pa
     expect = {"init": {"busybox-static", "libc6-dev", "libgcc-12-dev"}, "runc": {"runc", "libseccomp2"},
               "containerd": {"containerd"},
               "sshd": {"openssh-server", "openssh-client", "openssh-sftp-server", "libssl3"}, "rngd": {"jitterentropy-rngd"},
-              "getty": {"busybox-static"}, "udhcpc": {"busybox-static"}}
+              "getty": {"busybox-static"}, "udhcpc": {"busybox-static"},
+              "dockerd": {"docker.io", "containerd", "runc", "tini", "iptables", "ca-certificates"},
+              "format": {"fdisk", "e2fsprogs", "busybox-static"}, "metadata": {"jq", "busybox-static"}}
     for name in PACKAGES:
         root = pkgset.rootfs(name, arch)
         status = {p.name: p.read_text() for p in (root / "var/lib/dpkg/status.d").iterdir()}
@@ -151,6 +154,10 @@ SCRIPTS = {
     "sysctl": ("/usr/sbin/sysctl-apply",),
     "modprobe": ("/usr/sbin/modules-load",),
     "poweroff": ("/usr/sbin/shutdown-after",),
+    "format": ("/usr/sbin/format",),
+    "mount": ("/usr/bin/mountie",),
+    "metadata": ("/usr/bin/metadata",),
+    "dockerd": ("/usr/sbin/dockerd-start",),
 }
 
 
@@ -197,6 +204,74 @@ def test_container_tools_run_under_their_arch(pkgset: PackageSet, arch: str) -> 
     assert "ctr" in ok(run_in(containerd, "/usr/bin/ctr", "--version"))
     assert (containerd / "usr/bin/containerd-shim-runc-v2").is_file()
     assert "jitterentropy-rngd" in ok(run_in(pkgset.rootfs("rngd", arch), "/usr/sbin/jitterentropy-rngd", "--version"))
+    dockerd = pkgset.rootfs("dockerd", arch)
+    assert "Docker version 20.10" in ok(run_in(dockerd, "/usr/sbin/dockerd", "--version"))
+    # The nft backend, through Debian's alternatives (qemu-user cannot open nft's netlink
+    # socket, so the binary is only run natively, in the boot of the docker example).
+    assert os.readlink(dockerd / "usr/sbin/iptables") == "/etc/alternatives/iptables"
+    assert os.readlink(dockerd / "etc/alternatives/iptables") == "/usr/sbin/iptables-nft"
+    assert os.readlink(dockerd / "usr/sbin/iptables-nft") == "xtables-nft-multi"
+    assert next(elf_files(dockerd / "usr/sbin"), None) is not None
+    assert (dockerd / "usr/bin/containerd").is_file() and (dockerd / "usr/sbin/runc").is_file()
+    assert os.readlink(dockerd / "usr/bin/docker-init") == "tini-static"
+    assert list(dockerd.glob("usr/lib/*/xtables/libxt_conntrack.so"))  # dlopen'ed extensions
+    assert (dockerd / "etc/ssl/certs/ca-certificates.crt").stat().st_size > 100_000
+    fmt = pkgset.rootfs("format", arch)
+    assert "sfdisk from util-linux" in ok(run_in(fmt, "/usr/sbin/sfdisk", "--version"))
+    assert "mke2fs 1.47" in ok(run_in(fmt, "/usr/sbin/mkfs.ext4", "-V"))
+    assert "blkid from util-linux" in ok(run_in(pkgset.rootfs("mount", arch), "/usr/sbin/blkid", "-V"))
+    assert "jq-1.6" in ok(run_in(pkgset.rootfs("metadata", arch), "/usr/bin/jq", "--version"))
+
+
+METADATA_RUN = r"""set -e
+mount --bind /tmp/cmdline /proc/cmdline
+mkdir -p /run/config
+/usr/bin/metadata cmdline
+echo "== tree"
+cd /run/config && find . -type f | sort | while read -r f; do echo "$f $(stat -c %a "$f") $(cat "$f" | tr '\n' '|')"; done
+"""
+
+
+def _metadata(root: Path, cmdline: str) -> str:
+    (root / "tmp").mkdir(exist_ok=True)
+    (root / "tmp" / "cmdline").write_text(cmdline + "\n")
+    (root / "tmp" / "run.sh").write_text(METADATA_RUN)
+    return ok(run_in(root, "/bin/sh", "/tmp/run.sh", dev=True))
+
+
+def test_metadata_takes_user_data_from_the_kernel_command_line(pkgset: PackageSet, tmp_path: Path) -> None:
+    """amd64 natively, in a chroot of the image: user data from pkgtool.userdata=BASE64, the
+    JSON layout LinuxKit users write, and every kind of bad data reported and skipped."""
+    import base64
+
+    root = tmp_path / "metadata"
+    shutil.copytree(pkgset.rootfs("metadata", "amd64"), root, symlinks=True)
+
+    def b64(data: str) -> str:
+        return base64.b64encode(data.encode()).decode()
+
+    good = json.dumps({"ssh": {"entries": {"authorized_keys": {"perm": "0600", "content": "ssh-ed25519 AAAA\n"}}},
+                       "app": {"perm": "0700", "entries": {"conf": {"content": "a=1"}}},
+                       "../up": {"content": "x"}, "": {"content": "x"}, "bad\nname": {"content": "x"},
+                       "neither": {}, "num": {"content": 5}, "list": {"entries": [1]}})
+    out = _metadata(root, f"console=ttyS0 pkgtool.userdata={b64(good)} quiet")
+    assert "metadata: user data from the kernel command line (pkgtool.userdata=)" in out
+    tree = out.split("== tree\n")[1].splitlines()
+    assert tree == ["./app/conf 644 a=1", "./provider 644 cmdline", "./ssh/authorized_keys 600 ssh-ed25519 AAAA|",
+                    f"./userdata 644 {good}"], tree
+    for entry, why in (('"../up"', "is not a plain file name"), ('""', "is not a plain file name"),
+                       ('"bad\\nname"', "is not a plain file name"), ('"neither"', "has neither content nor entries"),
+                       ('"num"', "content is not a string"), ('"list"', "entries is not an object")):
+        assert f"metadata: ignored entry {entry}: {why}" in out, out
+    # Not JSON: kept as userdata, nothing else written; not one JSON value; not base64.
+    out = _metadata(root, f"pkgtool.userdata={b64('#cloud-config: not json')}")
+    assert "metadata: user data is not JSON" in out and out.split("== tree\n")[1].splitlines() == [
+        "./provider 644 cmdline", "./userdata 644 #cloud-config: not json"]
+    out = _metadata(root, f"pkgtool.userdata={b64('{} {}')}")
+    assert 'metadata: ignored entry ".": is not one JSON value' in out
+    out = _metadata(root, "pkgtool.userdata=%%%not-base64")
+    assert "pkgtool.userdata= on the kernel command line is not base64: ignored" in out
+    assert "metadata: no user data" in out and out.split("== tree\n")[1].strip() == ""
 
 
 @pytest.mark.parametrize("arch", ARCHES)

@@ -22,8 +22,10 @@ def test_select_checks_arch_and_names() -> None:
     assert [f.name for f in select(["kernel+initrd", "tar", "kernel+initrd"], "s390x")] == ["kernel+initrd", "tar"]
     with pytest.raises(UsageError, match="iso-bios is not supported for s390x"):
         select(["iso-bios"], "s390x")
-    with pytest.raises(UsageError, match="unknown output format 'vhd'"):
-        select(["vhd"], "amd64")
+    with pytest.raises(UsageError, match="unknown output format 'vhdx'"):
+        select(["vhdx"], "amd64")
+    with pytest.raises(UsageError, match="vmdk is not supported for s390x"):
+        select(["vmdk"], "s390x")
     with pytest.raises(UsageError, match="unsupported architecture"):
         select(["tar"], "riscv64")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pkgtool.errors import UsageError
+from pkgtool.run.disks import DiskSpec
 from pkgtool.run.qemu import Media, VMConfig, find_media, parse_publish, pvh_kernel, qemu_command
 
 KERNEL = Media(kernel=Path("k"), initrd=Path("i"), cmdline="console=ttyS0 panic=-1")
@@ -23,7 +24,8 @@ def test_amd64_kernel_initrd() -> None:
     assert cmd[0] == "qemu-system-x86_64" and opts["-accel"] == "tcg"
     assert opts["-kernel"] == "vmlinux" and opts["-initrd"] == "i" and opts["-append"] == "console=ttyS0 panic=-1"
     assert "-nographic" in cmd and "-no-reboot" in cmd and opts["-m"] == "2048"
-    assert opts["-netdev"] == "user,id=n0,hostfwd=tcp::2222-:22" and opts["-device"] == "virtio-net-pci,netdev=n0"
+    # Forwards listen on the host's loopback only.
+    assert opts["-netdev"] == "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22" and opts["-device"] == "virtio-net-pci,netdev=n0"
 
 
 def test_arm64_and_s390x_machines() -> None:
@@ -45,6 +47,24 @@ def test_uefi_iso_and_disk() -> None:
     assert "file=d.qcow2,format=qcow2,if=virtio,snapshot=on" in disk
     arm = qemu_command(Media(disk=Path("d.img")), VMConfig(arch="arm64", uefi=True))
     assert "-bios" in arm and "file=d.img,format=raw,if=virtio,snapshot=on" in arm
+    # A fixed VHD would probe as raw: the driver is named from the suffix.
+    assert "file=d.vhd,format=vpc,if=virtio,snapshot=on" in qemu_command(Media(disk=Path("d.vhd")), VMConfig(arch="amd64"))
+    assert "file=d.vmdk,format=vmdk,if=virtio,snapshot=on" in qemu_command(Media(disk=Path("d.vmdk")), VMConfig(arch="amd64"))
+
+
+def test_data_disks_and_the_cidata_cdrom_follow_the_boot_media() -> None:
+    vm = VMConfig(arch="amd64", disks=(DiskSpec(Path("data.qcow2")), DiskSpec(Path("raw.img"), format="raw")),
+                  cdrom=Path("data.iso"))
+    cmd = qemu_command(Media(disk=Path("boot.img")), vm)
+    drives = [b for a, b in itertools.pairwise(cmd) if a == "-drive"]
+    # The boot disk first (vda), persistent data disks after it (no snapshot: writes stay).
+    assert drives[:3] == ["file=boot.img,format=raw,if=virtio,snapshot=on", "file=data.qcow2,format=qcow2,if=virtio",
+                          "file=raw.img,format=raw,if=virtio"]
+    assert "if=none,id=cidata,file=data.iso,format=raw,media=cdrom,readonly=on" in drives
+    devices = [b for a, b in itertools.pairwise(cmd) if a == "-device"]
+    assert "virtio-scsi-pci,id=cidata-scsi" in devices and "scsi-cd,drive=cidata,bus=cidata-scsi.0" in devices
+    s390 = qemu_command(KERNEL, VMConfig(arch="s390x", cdrom=Path("d.iso")))
+    assert "virtio-scsi-ccw,id=cidata-scsi" in s390
 
 
 def test_parse_publish() -> None:

@@ -47,7 +47,7 @@ BIOS_TOOLS = (MKIMAGE, *FAT_TOOLS)
 EFI_TOOLS = (MKIMAGE, *FAT_TOOLS, ("sgdisk", "gdisk"))
 
 
-def _boot_partition(inp: FormatInput, purpose: str, extra: list[tuple[str, Path]]) -> Path:
+def boot_partition(inp: FormatInput, purpose: str, extra: list[tuple[str, Path]]) -> Path:
     work = inp.work / f"{purpose}-fs"
     work.mkdir(exist_ok=True)
     cfg = work / "grub.cfg"
@@ -59,7 +59,7 @@ def _boot_partition(inp: FormatInput, purpose: str, extra: list[tuple[str, Path]
                     mtime=inp.mtime, purpose=purpose)
 
 
-def _copy_into(dest: Path, src: Path, *, offset: int) -> None:
+def copy_into(dest: Path, src: Path, *, offset: int) -> None:
     with src.open("rb") as reader, dest.open("r+b") as writer:
         writer.seek(offset)
         while chunk := reader.read(1 << 20):
@@ -78,7 +78,7 @@ def mbr(boot_code: bytes, *, signature: int, start: int, sectors: int) -> bytes:
 
 def write_raw_bios(inp: FormatInput, stage: Path) -> list[Path]:
     purpose = "raw-bios"
-    part = _boot_partition(inp, purpose, [])
+    part = boot_partition(inp, purpose, [])
     core = mkimage("i386-pc", inp.work / "core.img", prefix="(hd0,msdos1)/boot/grub", work=inp.work, purpose=purpose)
     core_bytes = core.read_bytes()
     if 1 + -(-len(core_bytes) // SECTOR) > PART_START:
@@ -90,7 +90,7 @@ def write_raw_bios(inp: FormatInput, stage: Path) -> list[Path]:
         out.write(mbr(boot, signature=stable_u32(inp.name, purpose), start=PART_START, sectors=sectors))
         out.write(core_bytes)  # sector 1 on: boot.img's default kernel sector
         out.truncate((PART_START + sectors) * SECTOR)
-    _copy_into(dest, part, offset=PART_START * SECTOR)
+    copy_into(dest, part, offset=PART_START * SECTOR)
     return [dest]
 
 
@@ -98,7 +98,7 @@ def raw_efi(inp: FormatInput, dest: Path, purpose: str) -> Path:
     work = inp.work / f"{purpose}-loader"
     work.mkdir(exist_ok=True)
     loader = mkimage(EFI_PLATFORM[inp.arch], work / EFI_BOOT_NAME[inp.arch], prefix="/boot/grub", work=work, purpose=purpose)
-    part = _boot_partition(inp, purpose, [(f"EFI/BOOT/{EFI_BOOT_NAME[inp.arch]}", loader)])
+    part = boot_partition(inp, purpose, [(f"EFI/BOOT/{EFI_BOOT_NAME[inp.arch]}", loader)])
     sectors = part.stat().st_size // SECTOR
     total = PART_START + sectors + GPT_TRAILER
     total = -(-total // 2048) * 2048  # whole MiB: what qemu and most hypervisors prefer
@@ -113,7 +113,7 @@ def raw_efi(inp: FormatInput, dest: Path, purpose: str) -> Path:
         "--change-name=1:EFI System",
         dest,
     ], what=purpose)
-    _copy_into(dest, part, offset=PART_START * SECTOR)
+    copy_into(dest, part, offset=PART_START * SECTOR)
     return dest
 
 

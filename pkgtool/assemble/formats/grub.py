@@ -45,17 +45,17 @@ EARLY_CONFIG = (
 )
 
 
-def grub_cfg(inp: FormatInput) -> str:
-    """The menu: boot ``/boot/kernel`` with ``/boot/initrd.img`` and the image's command line."""
+def grub_cfg(inp: FormatInput, *, boot_dir: str = "/boot") -> str:
+    """The menu: boot ``BOOT_DIR/kernel`` with ``BOOT_DIR/initrd.img`` and the image's command line."""
     if "\n" in inp.cmdline:
         raise PkgtoolError("kernel cmdline must be one line")
     serial = "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n" if inp.arch == "amd64" else ""
-    ucode = " /boot/ucode.img" if inp.ucode is not None else ""
+    ucode = f" {boot_dir}/ucode.img" if inp.ucode is not None else ""
     return (
         "set timeout=0\nset default=0\n" + serial
         + f"menuentry '{inp.name}' {{\n"
-        + f"  linux /boot/kernel {inp.cmdline}\n"
-        + f"  initrd{ucode} /boot/initrd.img\n"
+        + f"  linux {boot_dir}/kernel {inp.cmdline}\n"
+        + f"  initrd{ucode} {boot_dir}/initrd.img\n"
         + "}\n"
     )
 
@@ -68,13 +68,24 @@ def check_platform(platform: str, *, purpose: str) -> Path:
     return directory
 
 
-def mkimage(platform: str, dest: Path, *, prefix: str, work: Path, purpose: str) -> Path:
-    """A GRUB core image for ``platform`` (``i386-pc``, ``i386-pc-eltorito``, ``x86_64-efi``, ``arm64-efi``)."""
+def early_config(cfg: str) -> str:
+    """The config embedded in a boot image: find the file system holding ``cfg`` and load it."""
+    return (
+        f"search --no-floppy --set=root --file {cfg}\n"
+        f"set prefix=($root){cfg.rsplit('/', 1)[0]}\n"
+        f"configfile ($root){cfg}\n"
+    )
+
+
+def mkimage(platform: str, dest: Path, *, prefix: str, work: Path, purpose: str,
+            early: str = EARLY_CONFIG) -> Path:
+    """A GRUB core image for ``platform`` (``i386-pc``, ``i386-pc-eltorito``, ``x86_64-efi``,
+    ``arm64-efi``) that runs ``early`` (by default: load ``/boot/grub/grub.cfg``)."""
     require_tool(*MKIMAGE, purpose=purpose)
     directory = check_platform(platform, purpose=purpose)
-    early = work / "grub-early.cfg"
-    early.write_text(EARLY_CONFIG)
+    early_file = work / "grub-early.cfg"
+    early_file.write_text(early)
     modules = (*_COMMON_MODULES, *_PLATFORM_MODULES[platform])
-    run(["grub-mkimage", "-O", platform, "-d", directory, "-p", prefix, "-c", early, "-o", dest, *modules],
+    run(["grub-mkimage", "-O", platform, "-d", directory, "-p", prefix, "-c", early_file, "-o", dest, *modules],
         what=purpose)
     return dest

@@ -59,7 +59,7 @@ def _set_times(root: Path, mtime: int) -> None:
         os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
-def _xorriso(inp: FormatInput, root: Path, dest: Path, boot_args: list[str], purpose: str) -> Path:
+def xorriso(inp: FormatInput, root: Path, dest: Path, boot_args: list[str], purpose: str) -> Path:
     _set_times(root, inp.mtime)
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(inp.mtime)}
     run(["xorriso", "-as", "mkisofs", "-o", dest, "-V", VOLUME_ID, "-R", *boot_args, root], what=purpose, env=env)
@@ -77,7 +77,7 @@ def bios_args(root: Path, inp: FormatInput, purpose: str) -> list[str]:
 def write_bios(inp: FormatInput, stage: Path) -> list[Path]:
     root = inp.work / "iso-bios-root"
     _stage(inp, root)
-    return [_xorriso(inp, root, stage / f"{inp.name}.iso", bios_args(root, inp, "iso-bios"), "iso-bios")]
+    return [xorriso(inp, root, stage / f"{inp.name}.iso", bios_args(root, inp, "iso-bios"), "iso-bios")]
 
 
 def write_efi(inp: FormatInput, stage: Path) -> list[Path]:
@@ -89,4 +89,4 @@ def write_efi(inp: FormatInput, stage: Path) -> list[Path]:
         "-e", "boot/grub/efi.img", "-no-emul-boot",
         "-append_partition", "2", "0xef", str(esp), "-appended_part_as_gpt",
     ]
-    return [_xorriso(inp, root, stage / f"{inp.name}-efi.iso", args, "iso-efi")]
+    return [xorriso(inp, root, stage / f"{inp.name}-efi.iso", args, "iso-efi")]

@@ -7,10 +7,11 @@ only then, so that importing this module stays cheap.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pkgtool.arches import ARCHES
 from pkgtool.assemble.formats.base import Writer
+from pkgtool.assemble.formats.catalog import CATALOG, FORMAT_NAMES
 from pkgtool.assemble.formats.hosttools import require_tool
 from pkgtool.errors import UsageError
 
@@ -26,27 +27,45 @@ class Format:
 
 def _registry() -> dict[str, Format]:
     # Imported here so that importing the package stays cheap.
-    from pkgtool.assemble.formats import disk, iso, kernel_initrd, squashfs, tar
+    from pkgtool.assemble.formats import (
+        aws,
+        cloud_disk,
+        disk,
+        docker_archive,
+        gcp,
+        iso,
+        iso_efi_initrd,
+        kernel_initrd,
+        squashfs,
+        tar,
+        vhd,
+        vmdk,
+    )
 
+    arches = {info.name: info.arches for info in CATALOG}
     formats = [
         Format("kernel+initrd", kernel_initrd.write),
         Format("tar", tar.write, needs_kernel=False),
         Format("tar-kernel-initrd", kernel_initrd.write_tar),
         Format("kernel+squashfs", squashfs.write, tools=squashfs.TOOLS),
-        Format("iso-bios", iso.write_bios, arches=("amd64",), tools=iso.BIOS_TOOLS),
-        Format("iso-efi", iso.write_efi, arches=("amd64", "arm64"), tools=iso.EFI_TOOLS),
-        Format("raw-bios", disk.write_raw_bios, arches=("amd64",), tools=disk.BIOS_TOOLS),
-        Format("raw-efi", disk.write_raw_efi, arches=("amd64", "arm64"), tools=disk.EFI_TOOLS),
-        Format("qcow2-bios", disk.write_qcow2_bios, arches=("amd64",), tools=(*disk.BIOS_TOOLS, disk.QEMU_IMG)),
-        Format("qcow2-efi", disk.write_qcow2_efi, arches=("amd64", "arm64"), tools=(*disk.EFI_TOOLS, disk.QEMU_IMG)),
+        Format("iso-bios", iso.write_bios, tools=iso.BIOS_TOOLS),
+        Format("iso-efi", iso.write_efi, tools=iso.EFI_TOOLS),
+        Format("iso-efi-initrd", iso_efi_initrd.write, tools=iso_efi_initrd.TOOLS),
+        Format("raw-bios", disk.write_raw_bios, tools=disk.BIOS_TOOLS),
+        Format("raw-efi", disk.write_raw_efi, tools=disk.EFI_TOOLS),
+        Format("qcow2-bios", disk.write_qcow2_bios, tools=(*disk.BIOS_TOOLS, disk.QEMU_IMG)),
+        Format("qcow2-efi", disk.write_qcow2_efi, tools=(*disk.EFI_TOOLS, disk.QEMU_IMG)),
+        Format("aws", aws.write, tools=cloud_disk.TOOLS),
+        Format("gcp", gcp.write, tools=cloud_disk.TOOLS),
+        Format("vhd", vhd.write_fixed, tools=cloud_disk.TOOLS),
+        Format("dynamic-vhd", vhd.write_dynamic, tools=cloud_disk.TOOLS),
+        Format("vmdk", vmdk.write, tools=cloud_disk.TOOLS),
+        Format("docker", docker_archive.write, needs_kernel=False),
     ]
-    return {f.name: f for f in formats}
+    return {f.name: replace(f, arches=arches[f.name]) for f in formats}
 
 
-FORMAT_NAMES: tuple[str, ...] = (
-    "kernel+initrd", "tar", "tar-kernel-initrd", "kernel+squashfs", "iso-bios", "iso-efi",
-    "raw-bios", "raw-efi", "qcow2-bios", "qcow2-efi",
-)
+__all__ = ["FORMAT_NAMES", "Format", "select"]
 
 
 def select(names: Sequence[str], arch: str) -> list[Format]:
