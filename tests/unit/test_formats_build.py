@@ -135,7 +135,7 @@ def test_unpinned_and_unsupported_are_refused_before_work(tmp_path: Path) -> Non
     with pytest.raises(UsageError, match="not supported for s390x"):
         build_image([yml], formats=["iso-bios"], arch="s390x", out_dir=tmp_path / "out", cache=tmp_path / "cache")
     with pytest.raises(UsageError, match="unknown output format"):
-        build_image([yml], formats=["vhd"], arch="amd64", out_dir=tmp_path / "out", cache=tmp_path / "cache")
+        build_image([yml], formats=["floppy"], arch="amd64", out_dir=tmp_path / "out", cache=tmp_path / "cache")
     assert not (tmp_path / "out").exists()
 
 
