@@ -51,6 +51,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+
+
+def leave_if_threads_linger(debug: bool) -> None:
+    """After Ctrl-C, exit now even if a worker thread has not wound down.
+
+    The interpreter joins every non-daemon thread (thread pools' included) before it exits,
+    so one blocked call would hold the user's terminal; by now every build was told to stop
+    and nothing more will be pushed, so nothing is lost by not waiting.
+    """
+    import threading
+
+    lingering = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if not lingering:
+        return
+    print(f"pkgtool: not waiting for {len(lingering)} thread(s) still winding down: {', '.join(sorted(lingering))}",
+          file=sys.stderr)
+    if debug:
+        import faulthandler
+
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,10 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"pkgtool: error: {message}", file=sys.stderr)
+        if exc.exit_code == INTERRUPTED:
+            leave_if_threads_linger(debug)
         return exc.exit_code
     except KeyboardInterrupt:
         print("pkgtool: interrupted", file=sys.stderr)
-        return 130
+        leave_if_threads_linger(debug)
+        return INTERRUPTED
     except BrokenPipeError:
         # `pkgtool cache ls | head` is not an error.
         return 0

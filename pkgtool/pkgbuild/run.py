@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from pkgtool.sign.signer import Signer
 
 CONFIG_LABEL = "org.mobyproject.config"
+# How long Ctrl-C waits for running builds to acknowledge their cancellation.
+CANCEL_GRACE_SECONDS = 20.0
 
 
 class BuildInterrupted(PkgtoolError):
@@ -167,8 +169,13 @@ class BuildRun:
                             self._fail(exc)
             except KeyboardInterrupt:
                 self.cancel.set()
-                concurrent.futures.wait(futures)
-                raise BuildInterrupted("interrupted: every running build was cancelled; "
+                self.progress.message("interrupted: cancelling every running build")
+                # Ctrl-C must give the terminal back: a thread that does not wind down in
+                # time (a daemon call that ignores cancellation) is left behind, and the
+                # command line exits without waiting for it (pkgtool.cli).
+                _finished, stuck = concurrent.futures.wait(futures, timeout=CANCEL_GRACE_SECONDS)
+                abandoned = f"; {len(stuck)} still winding down were abandoned" if stuck else ""
+                raise BuildInterrupted(f"interrupted: every running build was cancelled{abandoned}; "
                                        "nothing of the unfinished packages was pushed") from None
         if self._failure is not None:
             raise self._failure

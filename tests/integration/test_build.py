@@ -292,8 +292,10 @@ def test_ctrl_c_cancels_and_pushes_nothing(repo: Path, base: basekit.Base, org: 
     df = from_base(base) + "RUN sleep 120\nFROM scratch\nCOPY --from=build /bin/busybox /\n"
     write_package(repo, "slow", org=org, dockerfile=df, build_yml="disable-cache: true\n")
     _commit(repo)
+    # PYTHONFAULTHANDLER: should it hang, SIGABRT makes it print every thread's stack.
     proc = subprocess.Popen([sys.executable, "-m", "pkgtool", "build", "pkg/slow", "--progress=plain"], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     assert proc.stderr is not None
     started = time.monotonic()
     seen = ""
@@ -304,6 +306,10 @@ def test_ctrl_c_cancels_and_pushes_nothing(repo: Path, base: basekit.Base, org: 
     proc.send_signal(signal.SIGINT)
     try:
         _out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _out, err = proc.communicate(timeout=30)
+        pytest.fail(f"Ctrl-C did not end the build within 60 s; its threads:\n{err[-6000:]}")
     finally:
         proc.kill()
     assert proc.returncode == 130, err

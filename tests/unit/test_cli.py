@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -47,3 +48,19 @@ def test_startup_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == ""
+
+
+def test_ctrl_c_does_not_wait_for_a_thread_that_will_not_stop() -> None:
+    # A worker stuck in a call that ignores cancellation: the interpreter would join it at
+    # exit and hold the terminal; after Ctrl-C pkgtool leaves without it, naming it.
+    script = (
+        "import threading, time\n"
+        "from pkgtool.cli import leave_if_threads_linger\n"
+        "threading.Thread(target=time.sleep, args=(600,), name='stuck-solve').start()\n"
+        "leave_if_threads_linger(False)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130
+    assert "not waiting for 1 thread(s) still winding down: stuck-solve" in done.stderr
+    assert time.monotonic() - started < 30
