@@ -1,4 +1,4 @@
-"""Every output format's name, arches and one-line summary: plain data, no imports.
+"""Every output format's name, arches and one-line summary: plain data, no heavy imports.
 
 The CLI reads this for ``--format help`` and its help text without importing any writer;
 :mod:`.registry` pairs each name with its writer and host tools.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALL_ARCHES = ("amd64", "arm64", "s390x")
+from pkgtool.arches import ARCHES
+
 UEFI_ARCHES = ("amd64", "arm64")
 BIOS_ARCHES = ("amd64",)
 
@@ -17,7 +18,7 @@ BIOS_ARCHES = ("amd64",)
 class FormatInfo:
     name: str
     summary: str  # one line, for `--format help`
-    arches: tuple[str, ...] = ALL_ARCHES
+    arches: tuple[str, ...] = ARCHES
 
 
 CATALOG: tuple[FormatInfo, ...] = (
