@@ -4,7 +4,7 @@ Command (root mode, so file ownership in the tar is real; non-native arches run 
 maintainer scripts under qemu-user via binfmt, which needs the ``arch-test`` package)::
 
     SOURCE_DATE_EPOCH=<recipe> mmdebstrap --variant=minbase --mode=root --arch=ARCH \
-        [--include=a,b] [--dpkgopt=path-exclude=...]... SUITE OUT.tar
+        [--include=a,b (include, then include_for ARCH)] [--dpkgopt=path-exclude=...]... SUITE OUT.tar
 
 With a fixed ``SOURCE_DATE_EPOCH`` and the same mirror content, two runs give the same tar,
 byte for byte (mmdebstrap clamps mtimes, sorts the tar and removes logs and caches that
@@ -63,8 +63,8 @@ def mmdebstrap_argv(recipe: BaseRecipe, arch: str, out: Path | str, *, simulate:
     argv = ["mmdebstrap", f"--variant={recipe.variant}", "--mode=root", f"--arch={arch}"]
     if simulate:
         argv += ["--simulate", "--verbose"]
-    if recipe.include:
-        argv.append("--include=" + ",".join(recipe.include))
+    if recipe.includes(arch):
+        argv.append("--include=" + ",".join(recipe.includes(arch)))
     argv += [f"--dpkgopt={opt}" for opt in recipe.dpkg_options]
     argv += [f"--customize-hook={hook}" for hook in hooks]
     argv += [recipe.suite, str(out)]

@@ -8,6 +8,8 @@ Example (every key is required unless marked optional)::
     source_date_epoch: 1700000000      # fixed: makes the bootstrap bit-reproducible
     arches: [amd64, arm64, s390x]
     include: []                        # optional: extra packages (mmdebstrap --include)
+    include_for:                       # optional: extra packages for some arches only
+      amd64: [open-vm-tools]           #   (a package Debian does not build for every arch)
     dpkg_options:                      # optional: passed as --dpkgopt=..., in order
       - path-exclude=/usr/share/man/*
     remove:                            # optional: absolute paths or globs deleted after the
@@ -31,7 +33,8 @@ from typing import Any
 from pkgtool.arches import ARCHES
 from pkgtool.yamlload import YamlDoc, load_yaml
 
-_KEYS = {"image", "suite", "variant", "source_date_epoch", "arches", "include", "dpkg_options", "remove", "config"}
+_KEYS = {"image", "suite", "variant", "source_date_epoch", "arches", "include", "include_for",
+         "dpkg_options", "remove", "config"}
 _CONFIG_KEYS = {"env", "cmd"}
 _IMAGE_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$")
 _WORD_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -52,6 +55,7 @@ class BaseRecipe:
     source_date_epoch: int
     arches: tuple[str, ...]
     include: tuple[str, ...] = ()
+    include_for: dict[str, tuple[str, ...]] = field(default_factory=dict)
     dpkg_options: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
     env: tuple[str, ...] = (DEFAULT_PATH,)
@@ -60,6 +64,10 @@ class BaseRecipe:
 
     def lock_path(self, arch: str) -> Path:
         return self.path.parent / f"versions.{arch}"
+
+    def includes(self, arch: str) -> tuple[str, ...]:
+        """The packages ``mmdebstrap --include`` installs for ``arch``: common ones, then its own."""
+        return (*self.include, *self.include_for.get(arch, ()))
 
 
 def _strings(doc: YamlDoc, value: Any, path: tuple[str | int, ...], pattern: re.Pattern[str] | None) -> tuple[str, ...]:
@@ -72,6 +80,19 @@ def _strings(doc: YamlDoc, value: Any, path: tuple[str | int, ...], pattern: re.
             hint = f" matching {pattern.pattern}" if pattern is not None else ""
             raise doc.error((*path, i), f"expected a string{hint}")
     return tuple(value)
+
+
+def _include_for(doc: YamlDoc, value: Any, arches: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise doc.error(("include_for",), "expected a mapping of architecture to a list of packages")
+    result: dict[str, tuple[str, ...]] = {}
+    for arch, packages in value.items():
+        if arch not in arches:
+            raise doc.error(("include_for", arch), f"not one of this recipe's arches ({', '.join(arches)})")
+        result[arch] = _strings(doc, packages, ("include_for", arch), _PACKAGE_RE)
+    return result
 
 
 def load_recipe(path: Path) -> BaseRecipe:
@@ -110,6 +131,7 @@ def load_recipe(path: Path) -> BaseRecipe:
     for key in config:
         if key not in _CONFIG_KEYS:
             raise doc.error(("config", key), f"unknown key (allowed: {', '.join(sorted(_CONFIG_KEYS))})")
+    include_for = _include_for(doc, data.get("include_for"), arches)
     env = _strings(doc, config.get("env", [DEFAULT_PATH]), ("config", "env"), re.compile(r"^[A-Za-z_][A-Za-z0-9_]*="))
     cmd = _strings(doc, config.get("cmd", ["/bin/sh"]), ("config", "cmd"), None)
     return BaseRecipe(
@@ -121,6 +143,7 @@ def load_recipe(path: Path) -> BaseRecipe:
         # Sorted: the order in the file must not change the tag or the index.
         arches=tuple(sorted(arches, key=ARCHES.index)),
         include=_strings(doc, data.get("include"), ("include",), _PACKAGE_RE),
+        include_for=include_for,
         dpkg_options=_strings(doc, data.get("dpkg_options"), ("dpkg_options",), _DPKGOPT_RE),
         remove=_strings(doc, data.get("remove"), ("remove",), _REMOVE_RE),
         env=env,

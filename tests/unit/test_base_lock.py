@@ -131,3 +131,14 @@ def test_a_package_provided_by_an_essential_one_gets_its_own_hint(tmp_path: Path
         check_lock(locked, {"dash": "0.5.12-2"}, lock_path=tmp_path / "versions.amd64", stage="installed packages")
     with pytest.raises(LockMismatchError, match=r"run `pkgtool base lock` to refresh"):
         check_lock(locked, {"dash": "0.5.12-2"}, lock_path=tmp_path / "versions.amd64", stage="resolve")
+
+
+def test_include_for_adds_packages_to_one_arch_only(tmp_path: Path) -> None:
+    recipe = load_recipe(_recipe(tmp_path, RECIPE + "include: [crun]\ninclude_for:\n  amd64: [open-vm-tools]\n"))
+    assert recipe.includes("amd64") == ("crun", "open-vm-tools") and recipe.includes("arm64") == ("crun",)
+    assert "--include=crun,open-vm-tools" in mmdebstrap_argv(recipe, "amd64", "out.tar")
+    assert "--include=crun" in mmdebstrap_argv(recipe, "arm64", "out.tar")
+    with pytest.raises(UsageError, match=r"base.yml:8: include_for.s390x: not one of this recipe's arches"):
+        load_recipe(_recipe(tmp_path, RECIPE + "include_for:\n  s390x: [x]\n"))
+    with pytest.raises(UsageError, match=r"include_for: expected a mapping"):
+        load_recipe(_recipe(tmp_path, RECIPE + "include_for: [x]\n"))
