@@ -63,8 +63,8 @@ def mmdebstrap_argv(recipe: BaseRecipe, arch: str, out: Path | str, *, simulate:
     argv = ["mmdebstrap", f"--variant={recipe.variant}", "--mode=root", f"--arch={arch}"]
     if simulate:
         argv += ["--simulate", "--verbose"]
-    if recipe.includes(arch):
-        argv.append("--include=" + ",".join(recipe.includes(arch)))
+    if packages := recipe.includes(arch):
+        argv.append("--include=" + ",".join(packages))
     argv += [f"--dpkgopt={opt}" for opt in recipe.dpkg_options]
     argv += [f"--customize-hook={hook}" for hook in hooks]
     argv += [recipe.suite, str(out)]
